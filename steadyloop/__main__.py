@@ -1,0 +1,3 @@
+from steadyloop.cli import main
+
+main()

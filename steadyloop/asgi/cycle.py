@@ -1,0 +1,382 @@
+"""One HTTP request/response cycle, seen from the ASGI app: `receive` and `send`.
+
+The connection (steadyloop.server.connection) feeds the request body in with
+`feed_body` / `end_body` and tells the cycle when the client goes away with
+`on_disconnect`. The app drives the response through `send`, and the cycle
+writes through the connection, waiting while the client is not draining.
+
+All of this runs on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Protocol
+
+from steadyloop.asgi.types import Message, Scope
+from steadyloop.http.errors import ResponseError
+from steadyloop.http.response import (
+    FRAMING_CHUNKED,
+    FRAMING_LENGTH,
+    FRAMING_NONE,
+    build_head,
+    statuses_without_body,
+)
+
+if TYPE_CHECKING:
+    from steadyloop.http.parser import RequestHead
+
+logger = logging.getLogger("steadyloop.error")
+
+# Unread request body kept per request before reading from the socket pauses.
+BODY_HIGH_WATER = 256 * 1024
+BODY_LOW_WATER = 64 * 1024
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_SENDFILE_CHUNK = 1024 * 1024
+_request_numbers = itertools.count(1)
+
+
+class ClientDisconnected(OSError):
+    """Raised by `send` once the client has gone away (ASGI spec 2.4)."""
+
+
+class Connection(Protocol):
+    """What a cycle needs from the connection that carries it."""
+
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    write_paused: bool
+
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def server_headers(self) -> bytes: ...
+    def response_complete(self, cycle: RequestCycle) -> None: ...
+    def abort(self) -> None: ...
+
+
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class RequestCycle:
+    __slots__ = (
+        "_request_id",
+        "body_complete",
+        "body_size",
+        "bytes_sent",
+        "chunks",
+        "conn",
+        "content_left",
+        "continue_sent",
+        "disconnected",
+        "expect_continue",
+        "final_body_delivered",
+        "framing",
+        "head",
+        "head_written",
+        "http_10",
+        "is_head",
+        "keep_alive",
+        "method",
+        "path",
+        "reading_paused",
+        "response_complete",
+        "response_headers",
+        "response_started",
+        "scope",
+        "started_at",
+        "status",
+        "target",
+        "waiter",
+    )
+
+    def __init__(self, conn: Connection, scope: Scope, head: RequestHead, started_at: float) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.head = head
+        self.method = head.method
+        self.target = head.target
+        self.path: str = scope["path"]
+        self.http_10 = head.http_version == "1.0"
+        self.is_head = head.method == "HEAD"
+        self.keep_alive = head.keep_alive
+        self.expect_continue = head.expect_continue
+        self.started_at = started_at
+        # Request body, fed by the connection.
+        self.chunks: list[bytes] = []
+        self.body_size = 0
+        self.body_complete = False
+        self.final_body_delivered = False
+        self.reading_paused = False
+        self.continue_sent = False
+        self.disconnected = False
+        self.waiter: asyncio.Future[None] | None = None
+        # Response state.
+        self.response_started = False
+        self.response_complete = False
+        self.status = 0
+        self.response_headers: Any = ()
+        self.framing = FRAMING_NONE
+        self.content_left = -1
+        self.bytes_sent = 0
+        self.head_written = False
+        self._request_id: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        """The client's X-Request-ID, or one made up on first use (most requests never ask)."""
+        rid = self._request_id
+        if rid is None:
+            for name, value in self.head.headers:
+                if name == b"x-request-id":
+                    rid = value.decode("latin-1")
+                    break
+            else:
+                rid = f"{os.getpid():x}-{next(_request_numbers):x}"
+            self._request_id = rid
+        return rid
+
+    # -- fed by the connection ------------------------------------------------------------
+
+    def feed_body(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.body_size += len(data)
+        if self.body_size > BODY_HIGH_WATER and not self.reading_paused:
+            self.reading_paused = True
+            self.conn.pause_reading()
+        self._wake()
+
+    def end_body(self) -> None:
+        self.body_complete = True
+        self._wake()
+
+    def on_disconnect(self) -> None:
+        self.disconnected = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- receive ---------------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        if self.disconnected or self.response_complete:
+            return _DISCONNECT
+        if self.final_body_delivered:
+            # The whole body was delivered; what is left to tell is the end of the exchange.
+            await self._wait()
+            return _DISCONNECT
+        if not self.chunks and not self.body_complete:
+            if self.expect_continue and not self.continue_sent:
+                # "100 Continue" only once the app asks for the body -- RFC 9110 §10.1.1
+                self.continue_sent = True
+                self.conn.write(_CONTINUE)
+            while not self.chunks and not self.body_complete and not self.disconnected:
+                await self._wait()
+            if self.disconnected and not self.chunks:
+                return _DISCONNECT
+        chunks = self.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.body_size = 0
+        if self.reading_paused:
+            self.reading_paused = False
+            self.conn.resume_reading()
+        more = not self.body_complete
+        if not more:
+            self.final_body_delivered = True
+        return {"type": "http.request", "body": body, "more_body": more}
+
+    async def _wait(self) -> None:
+        waiter = self.waiter
+        if waiter is None:
+            waiter = self.waiter = self.conn.loop.create_future()
+        await waiter
+
+    # -- send ------------------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        mtype = message["type"]
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected")
+        if mtype == "http.response.body":
+            if not self.response_started or self.response_complete:
+                raise RuntimeError(self._out_of_order(mtype))
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            await self._send_body(body, more)
+        elif mtype == "http.response.start":
+            if self.response_started:
+                raise RuntimeError(self._out_of_order(mtype))
+            self.response_started = True
+            self.status = message["status"]
+            self.response_headers = message.get("headers", ())
+        elif mtype == "http.response.pathsend":
+            if not self.response_started or self.response_complete:
+                raise RuntimeError(self._out_of_order(mtype))
+            await self._send_file(message["path"])
+        else:
+            raise RuntimeError(f"unexpected ASGI message type {mtype!r} for an http scope")
+
+    def _out_of_order(self, mtype: str) -> str:
+        if self.response_complete:
+            return f"ASGI message {mtype!r} sent after the response was complete"
+        if self.response_started:
+            return f"ASGI message {mtype!r} sent after the response had started"
+        return f"ASGI message {mtype!r} sent before 'http.response.start'"
+
+    def _write_head(self, body_length: int) -> bytes:
+        """Build the response head; `body_length` is -1 while more body is to come."""
+        status = self.status
+        head, framing, content_length, keep_alive = build_head(
+            status,
+            self.response_headers,
+            extra=self.conn.server_headers(),
+            body_allowed=not (self.is_head or statuses_without_body(status)),
+            body_length=body_length,
+            http_10=self.http_10,
+            keep_alive=self.keep_alive,
+        )
+        self.framing = framing
+        self.content_left = content_length
+        self.keep_alive = keep_alive
+        return head
+
+    async def _send_body(self, body: bytes, more: bool) -> None:
+        if not self.head_written:
+            try:
+                head = self._write_head(-1 if more else len(body))
+            except ResponseError as exc:
+                self.response_started = False  # let the error path answer 500
+                raise RuntimeError(str(exc)) from None
+            self.head_written = True
+            data = head + self._frame(body) if body else head
+        elif body:
+            data = self._frame(body)
+        else:
+            data = b""
+        if not more:
+            if self.framing == FRAMING_CHUNKED:
+                data += b"0\r\n\r\n"
+            elif self.framing == FRAMING_LENGTH and self.content_left > 0:
+                # The app promised more bytes than it sent; the client would wait forever.
+                self.keep_alive = False
+                logger.error(
+                    "ASGI app sent %d bytes fewer than its Content-Length (%s %s)",
+                    self.content_left,
+                    self.method,
+                    self.path,
+                )
+        if data:
+            self.conn.write(data)
+        if not more:
+            self.response_complete = True
+            self._wake()
+            self.conn.response_complete(self)
+        elif self.conn.write_paused:
+            await self.conn.drain()
+            if self.disconnected:
+                raise ClientDisconnected("client disconnected")
+
+    def _frame(self, body: bytes) -> bytes:
+        framing = self.framing
+        if framing == FRAMING_NONE:
+            return b""  # HEAD, 204, 304: the body is dropped, never written
+        n = len(body)
+        self.bytes_sent += n
+        if framing == FRAMING_LENGTH:
+            left = self.content_left - n
+            if left < 0:
+                raise RuntimeError("ASGI app sent more bytes than its Content-Length")
+            self.content_left = left
+            return body
+        if framing == FRAMING_CHUNKED:
+            return b"%x\r\n%b\r\n" % (n, body)
+        return body  # FRAMING_CLOSE
+
+    async def _send_file(self, path: str) -> None:
+        """http.response.pathsend: the whole file as the rest of the body, via sendfile."""
+        loop = self.conn.loop
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            head = b""
+            if not self.head_written:
+                try:
+                    head = self._write_head(size)
+                except ResponseError as exc:
+                    self.response_started = False
+                    raise RuntimeError(str(exc)) from None
+                self.head_written = True
+            if self.framing in (FRAMING_NONE, FRAMING_CHUNKED):
+                # HEAD/204/304, or a length we had to announce chunked: no sendfile shortcut.
+                body = await loop.run_in_executor(None, file.read) if self.framing else b""
+                self.conn.write(head + self._frame(body))
+                if self.framing == FRAMING_CHUNKED:
+                    self.conn.write(b"0\r\n\r\n")
+            else:
+                if head:
+                    self.conn.write(head)
+                if self.framing == FRAMING_LENGTH:
+                    self.content_left -= size
+                self.bytes_sent += size
+                await self._sendfile(file, size)
+        self.response_complete = True
+        self._wake()
+        self.conn.response_complete(self)
+
+    async def _sendfile(self, file: Any, size: int) -> None:
+        transport = self.conn.transport
+        # Let the transport's own buffer drain first: setting both marks to zero makes it call
+        # pause_writing while anything is buffered, and resume_writing when empty.
+        transport.set_write_buffer_limits(high=0, low=0)
+        try:
+            if self.conn.write_paused:
+                await self.conn.drain()
+        finally:
+            transport.set_write_buffer_limits()
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected")
+        sock = transport.get_extra_info("socket")
+        if sock is None or not hasattr(os, "sendfile"):
+            await self._copy_file(file, size)
+            return
+        fd = sock.fileno()
+        await self.conn.loop.run_in_executor(None, _blocking_sendfile, fd, file.fileno(), size)
+
+    async def _copy_file(self, file: Any, size: int) -> None:
+        loop = self.conn.loop
+        left = size
+        while left > 0:
+            chunk = await loop.run_in_executor(None, file.read, min(_SENDFILE_CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            self.conn.write(chunk)
+            if self.conn.write_paused:
+                await self.conn.drain()
+            if self.disconnected:
+                raise ClientDisconnected("client disconnected")
+
+
+def _blocking_sendfile(sock_fd: int, file_fd: int, size: int) -> None:
+    """Runs on a pool thread: the socket is non-blocking, so wait for it with select."""
+    import select
+
+    offset = 0
+    while offset < size:
+        try:
+            sent = os.sendfile(sock_fd, file_fd, offset, min(size - offset, _SENDFILE_CHUNK * 8))
+        except BlockingIOError:
+            select.select([], [sock_fd], [], 1.0)
+            continue
+        if sent == 0:
+            break
+        offset += sent

@@ -1,0 +1,95 @@
+"""The command line: flags (and STEADYLOOP_* variables) -> Config -> run.
+
+Errors a user can fix (a bad option, an app that does not import) print one
+line and exit non-zero; no traceback wall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from steadyloop import __version__
+from steadyloop.config import ConfigError
+from steadyloop.options import OPTIONS, build_config, parse_env
+
+EXIT_USAGE = 2
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="steadyloop",
+        description=(
+            "Serve an ASGI or WSGI app over HTTP/1.1. With no APP, serves the built-in demo app "
+            "(/async, /sync, /health). Every option can also be set as STEADYLOOP_<NAME>, "
+            "e.g. STEADYLOOP_PORT=9000."
+        ),
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "app", nargs="?", metavar="APP", help="the app as module:attribute (default: the demo app)"
+    )
+    parser.add_argument("--version", action="version", version=f"steadyloop {__version__}")
+    for option in OPTIONS:
+        dest = option.name
+        if option.kind == "switch":
+            parser.add_argument(
+                option.flag, dest=dest, action=argparse.BooleanOptionalAction, help=option.help
+            )
+        elif option.kind == "flag":
+            parser.add_argument(option.flag, dest=dest, action="store_true", help=option.help)
+        elif option.kind == "many":
+            parser.add_argument(
+                option.flag,
+                dest=dest,
+                action="append",
+                type=_typed(option.parse),
+                help=option.help,
+                metavar=option.metavar,
+            )
+        else:
+            parser.add_argument(
+                option.flag,
+                dest=dest,
+                type=_typed(option.parse),
+                choices=option.choices,
+                help=option.help,
+                metavar=option.metavar or (None if option.choices else option.name.split("_")[-1].upper()),
+            )
+    return parser
+
+
+def _typed(parse: Any) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value").lstrip("_")
+    return convert
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run_cli(argv))
+
+
+def run_cli(argv: Sequence[str] | None = None) -> int:
+    args = vars(make_parser().parse_args(argv))
+    app = args.pop("app", None)
+    try:
+        values: dict[str, Any] = parse_env(os.environ)
+        if app is None:
+            app = os.environ.get("STEADYLOOP_APP") or None
+        values.update(args)
+        config = build_config(app, values)
+    except ConfigError as exc:
+        print(f"steadyloop: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from steadyloop.main import run_config
+
+    return run_config(config)

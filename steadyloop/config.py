@@ -1,0 +1,180 @@
+"""Configuration: small frozen dataclasses, grouped by concern, validated once.
+
+A `Config` is built by the CLI (flags and STEADYLOOP_* variables) or by
+`steadyloop.run(app, **options)`. It never imports the app and never exits the
+process: invalid values raise `ConfigError` with a message fit for one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+LoopChoice = Literal["auto", "uvloop", "asyncio"]
+LifespanChoice = Literal["auto", "on", "off"]
+InterfaceChoice = Literal["auto", "asgi3", "asgi2", "wsgi"]
+OverflowPolicy = Literal["drop", "block"]
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+class ConfigError(ValueError):
+    """An option has a value steadyloop cannot use. The message is one line."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a client may send before it is refused."""
+
+    max_request_line: int = 8190  # 414 beyond this
+    max_header_count: int = 100  # 431 beyond this
+    max_header_size: int = 8190  # one field line; 431 beyond this
+    max_head_size: int = 65536  # the whole request head; 431 beyond this
+    concurrency: int | None = None  # connections + tasks; 503 beyond this
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    keep_alive: float = 5.0  # idle keep-alive connection is closed after this
+    header_read: float = 10.0  # a request head must arrive whole within this (slowloris)
+    graceful_shutdown: float | None = 30.0  # in-flight requests get this long on shutdown
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    level: str = "info"
+    access_log: bool = True
+    access_log_format: str = "common"  # common | combined | json | a custom format
+    config_file: str | None = None  # dictConfig as JSON, YAML or INI
+    sync: bool = False  # --log-sync: no queue, no writer thread (debugging)
+    overflow: OverflowPolicy = "drop"
+    queue_records: int = 10000
+    queue_bytes: int = 16 * 1024 * 1024
+    drain_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class WatchdogOptions:
+    block_threshold: float = 0.1  # seconds; 0 turns the watchdog off
+    block_dump_after: float = 30.0  # seconds; faulthandler dump of every thread
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    workers: int = 1
+    reuse_port: bool = False
+    max_requests: int | None = None
+    max_requests_jitter: int = 0
+    worker_timeout: float | None = None
+    reload: bool = False
+    reload_dirs: tuple[str, ...] = ()
+    reload_includes: tuple[str, ...] = ()
+    reload_excludes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    app: Any = None  # "module:attr", an app object, or None for the demo app
+    factory: bool = False
+    app_dir: str | None = None
+    interface: InterfaceChoice = "auto"
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    uds: str | None = None
+    fd: int | None = None
+    backlog: int = 2048
+
+    loop: LoopChoice = "auto"
+    lifespan: LifespanChoice = "auto"
+    root_path: str = ""
+    threads: int = 40  # the thread pool for sync work (WSGI, `def` endpoints)
+
+    proxy_headers: bool = True
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
+    server_header: bool = True
+    date_header: bool = True
+    headers: tuple[tuple[str, str], ...] = ()  # extra response headers
+
+    limits: Limits = field(default_factory=Limits)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    log: LogOptions = field(default_factory=LogOptions)
+    watchdog: WatchdogOptions = field(default_factory=WatchdogOptions)
+    worker: WorkerOptions = field(default_factory=WorkerOptions)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def _validate(config: Config) -> None:
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    need(0 <= config.port <= 65535, f"--port must be 0..65535, not {config.port}")
+    need(config.backlog > 0, "--backlog must be positive")
+    need(
+        config.loop in ("auto", "uvloop", "asyncio"),
+        f"--loop must be auto, uvloop or asyncio, not {config.loop!r}",
+    )
+    need(
+        config.lifespan in ("auto", "on", "off"),
+        f"--lifespan must be auto, on or off, not {config.lifespan!r}",
+    )
+    need(
+        config.interface in ("auto", "asgi3", "asgi2", "wsgi"),
+        f"--interface must be auto, asgi3, asgi2 or wsgi, not {config.interface!r}",
+    )
+    need(config.threads >= 1, "--threads must be at least 1")
+    need(config.root_path == "" or config.root_path.startswith("/"), "--root-path must start with '/'")
+    need(
+        sum(x is not None for x in (config.uds, config.fd)) <= 1,
+        "--uds and --fd cannot be used together",
+    )
+    for name, value in config.headers:
+        need(_is_token(name), f"--header name {name!r} is not a valid header name")
+        need(not any(c in value for c in "\r\n\0"), f"--header value for {name!r} contains CR, LF or NUL")
+
+    lim = config.limits
+    need(lim.max_request_line >= 64, "--limit-request-line must be at least 64")
+    need(lim.max_header_count >= 1, "--limit-request-fields must be at least 1")
+    need(lim.max_header_size >= 64, "--limit-request-field-size must be at least 64")
+    need(lim.concurrency is None or lim.concurrency >= 1, "--limit-concurrency must be at least 1")
+
+    t = config.timeouts
+    need(t.keep_alive > 0, "--timeout-keep-alive must be positive")
+    need(t.header_read > 0, "--timeout-header-read must be positive")
+    need(
+        t.graceful_shutdown is None or t.graceful_shutdown >= 0,
+        "--timeout-graceful-shutdown must not be negative",
+    )
+
+    log = config.log
+    need(log.level.lower() in LOG_LEVELS, f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+    need(log.overflow in ("drop", "block"), "--log-overflow must be drop or block")
+    need(log.queue_records >= 1 and log.queue_bytes >= 1024, "log queue bounds are too small")
+    need(log.drain_timeout >= 0, "--log-drain-timeout must not be negative")
+    if log.config_file is not None:
+        need(os.path.isfile(log.config_file), f"--log-config file not found: {log.config_file}")
+
+    wd = config.watchdog
+    need(wd.block_threshold >= 0, "--block-threshold must not be negative")
+    need(wd.block_dump_after >= 0, "--block-dump-after must not be negative")
+
+    w = config.worker
+    need(w.workers >= 1, "--workers must be at least 1")
+    need(w.max_requests is None or w.max_requests >= 1, "--max-requests must be at least 1")
+    need(w.max_requests_jitter >= 0, "--max-requests-jitter must not be negative")
+    need(w.worker_timeout is None or w.worker_timeout > 0, "--worker-timeout must be positive")
+
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _is_token(name: str) -> bool:
+    return bool(name) and all(c in _TOKEN_CHARS for c in name)

@@ -1,0 +1,174 @@
+"""Building response heads: status lines, header validation, the Date value. No I/O.
+
+`ResponseHead.build` turns an application's status and headers into the bytes
+of a response head and decides the framing (Content-Length, chunked, or read
+until close). Header names and values from the app are checked once per head
+with C-speed scans, never written when they could split the response.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Final
+
+from steadyloop.http.errors import ResponseError
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        if not isinstance(status, int) or not 100 <= status <= 999:
+            raise ResponseError(f"invalid status code {status!r}")
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        line = f"HTTP/1.1 {status} {phrase}\r\n".encode("ascii")
+        _STATUS_LINES[status] = line
+    return line
+
+
+def simple_response(status: int, body: bytes = b"", *, close: bool = True) -> bytes:
+    """A complete plain-text response, for errors the server answers itself."""
+    if not body:
+        body = HTTPStatus(status).phrase.encode("ascii") + b"\n"
+    head = status_line(status) + b"content-type: text/plain; charset=utf-8\r\n"
+    head += b"content-length: " + str(len(body)).encode("ascii") + b"\r\n"
+    if close:
+        head += b"connection: close\r\n"
+    return head + b"\r\n" + body
+
+
+def statuses_without_body(status: int) -> bool:
+    # "Any response to a HEAD request and any response with a 1xx, 204 or 304 status code
+    # is always terminated by the first empty line after the header fields" -- RFC 9112 §6.3
+    return status < 200 or status == 204 or status == 304
+
+
+# -- the Date header, cached per second --------------------------------------------------
+
+
+class DateCache:
+    """`Date` header bytes, formatted at most once per second."""
+
+    __slots__ = ("_second", "value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self.value = b""
+        self.refresh()
+
+    def refresh(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self.value = b"date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+        return self.value
+
+
+# -- header names the server acts on -----------------------------------------------------
+
+_PLAIN: Final = 0
+_CONTENT_LENGTH: Final = 1
+_TRANSFER_ENCODING: Final = 2
+_CONNECTION: Final = 3
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Names seen before, with what they mean to the server. Apps use a handful of names, so
+# this stays small; it is bounded anyway so that hostile apps cannot grow it forever.
+_NAME_KINDS: dict[bytes, int] = {
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+}
+_NAME_CACHE_LIMIT = 1024
+
+
+def _name_kind(name: bytes) -> int:
+    kind = _NAME_KINDS.get(name)
+    if kind is not None:
+        return kind
+    if type(name) is not bytes or _TOKEN.fullmatch(name) is None:
+        raise ResponseError(f"invalid response header name {name!r}")
+    lower = name.lower()
+    kind = _NAME_KINDS.get(lower, _PLAIN)
+    if len(_NAME_KINDS) < _NAME_CACHE_LIMIT:
+        _NAME_KINDS[name] = kind
+    return kind
+
+
+# Framing of a response body.
+FRAMING_NONE: Final = 0  # no body at all (HEAD, 204, 304)
+FRAMING_LENGTH: Final = 1  # Content-Length
+FRAMING_CHUNKED: Final = 2  # Transfer-Encoding: chunked
+FRAMING_CLOSE: Final = 3  # body ends when the connection closes (HTTP/1.0 without length)
+
+
+def build_head(
+    status: int,
+    headers: Iterable[tuple[bytes, bytes]],
+    *,
+    extra: bytes,
+    body_allowed: bool,
+    body_length: int,
+    http_10: bool,
+    keep_alive: bool,
+) -> tuple[bytes, int, int, bool]:
+    """Serialize a response head.
+
+    `extra` is the server's own header block (Date, Server, --header values).
+    `body_length` is the length of the whole body when the app gave it in one message,
+    or -1 when more body follows. Returns (head bytes, framing, content-length or -1,
+    keep_alive), keep_alive possibly turned off by the app or by the framing.
+    """
+    parts = [status_line(status)]
+    content_length = -1
+    app_closes = False
+    n = 0
+    for name, value in headers:
+        kind = _name_kind(name)
+        if type(value) is not bytes:
+            raise ResponseError(f"response header value for {name!r} is not bytes")
+        if kind:
+            if kind == _CONTENT_LENGTH:
+                if not value.isdigit():
+                    raise ResponseError(f"invalid Content-Length {value!r}")
+                content_length = int(value)
+            elif kind == _TRANSFER_ENCODING:
+                continue  # framing is the server's job; an app's TE would lie about the body
+            elif kind == _CONNECTION and b"close" in value.lower():
+                keep_alive = False
+                app_closes = True
+        parts.append(name + b": " + value + b"\r\n")
+        n += 1
+    block = b"".join(parts)
+    # One scan each over the whole block rather than three per header: every line we built
+    # ends in exactly one CRLF, so any other CR, LF (or a NUL) came from the app.
+    lines = n + 1
+    if block.count(b"\n") != lines or block.count(b"\r") != lines or b"\0" in block:
+        raise ResponseError("response header contains CR, LF or NUL")
+
+    if not body_allowed:
+        framing = FRAMING_NONE
+    elif content_length >= 0:
+        framing = FRAMING_LENGTH
+    elif body_length >= 0:
+        framing = FRAMING_LENGTH
+        content_length = body_length
+        block += b"content-length: " + str(body_length).encode("ascii") + b"\r\n"
+    elif http_10:
+        framing = FRAMING_CLOSE
+        keep_alive = False
+    else:
+        framing = FRAMING_CHUNKED
+        block += b"transfer-encoding: chunked\r\n"
+    if not keep_alive and not app_closes:
+        block += b"connection: close\r\n"
+    elif http_10:
+        block += b"connection: keep-alive\r\n"
+    return block + extra + b"\r\n", framing, content_length, keep_alive

@@ -1,0 +1,109 @@
+"""From "module:attribute" to a callable app, and which interface it speaks.
+
+ASGI 3: app(scope, receive, send), a coroutine function (or an object whose
+        __call__ is one)
+ASGI 2: app(scope) returning an object with `async __call__(receive, send)`
+WSGI:   app(environ, start_response), a plain callable
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from typing import Any
+
+from steadyloop.asgi.types import ASGIApp, Receive, Scope, Send
+
+
+class AppLoadError(Exception):
+    """The app could not be imported or made; the message fits on one line."""
+
+
+def import_from_string(spec: str) -> Any:
+    module_name, colon, attrs = spec.partition(":")
+    if not colon or not module_name or not attrs:
+        raise AppLoadError(f"app must be given as 'module:attribute', not {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if (exc.name is not None and module_name.startswith(exc.name)) or exc.name == module_name:
+            raise AppLoadError(f"could not import module {module_name!r}: {exc}") from None
+        raise AppLoadError(f"error while importing {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        where = _where(exc)
+        raise AppLoadError(
+            f"error while importing {module_name!r}: {type(exc).__name__}: {exc}{where}"
+        ) from exc
+    obj: Any = module
+    for attr in attrs.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            raise AppLoadError(f"attribute {attrs!r} not found in module {module_name!r}") from None
+    return obj
+
+
+def _where(exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f" ({exc.filename}:{exc.lineno})"
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is None:
+        return ""
+    return f" ({last.tb_frame.f_code.co_filename}:{last.tb_lineno})"
+
+
+def load_app(app: Any, *, factory: bool = False, app_dir: str | None = None) -> Any:
+    """Import (if a string) and build (if a factory) the application object."""
+    if app_dir is not None:
+        sys.path.insert(0, os.path.abspath(app_dir))
+    elif "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    if app is None:
+        from steadyloop import demo
+
+        return demo.app
+    obj = import_from_string(app) if isinstance(app, str) else app
+    if factory:
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise AppLoadError(f"app factory failed: {type(exc).__name__}: {exc}") from exc
+    if not callable(obj):
+        raise AppLoadError(f"app {app!r} is not callable")
+    return obj
+
+
+def detect_interface(app: Any) -> str:
+    """'asgi3', 'asgi2' or 'wsgi', from the shape of the callable."""
+    if inspect.isclass(app):
+        return "asgi2"  # ASGI 2 apps are typically classes instantiated per scope
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
+    if inspect.iscoroutinefunction(call):
+        return "asgi3"
+    try:
+        params = [
+            p
+            for p in inspect.signature(call).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        return "asgi3"
+    if len(params) == 1:
+        return "asgi2"
+    if len(params) == 2:
+        return "wsgi"
+    return "asgi3"
+
+
+def asgi2_to_asgi3(app: Any) -> ASGIApp:
+    async def asgi3(scope: Scope, receive: Receive, send: Send) -> None:
+        instance = app(scope)
+        await instance(receive, send)
+
+    return asgi3

@@ -1,0 +1,37 @@
+"""From a Config to a running server: one process, or a supervisor with workers."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from steadyloop.config import Config, ConfigError
+from steadyloop.options import build_config
+
+
+def run_config(config: Config) -> int:
+    """Serve until told to stop; returns the process exit code."""
+    try:
+        if config.worker.workers > 1 or config.worker.reload or config.worker.worker_timeout:
+            try:
+                from steadyloop.supervisor.run import supervise  # type: ignore[import-not-found,unused-ignore]
+            except ImportError:
+                raise ConfigError("--workers/--reload are not supported by this build") from None
+            code: int = supervise(config)
+            return code
+        from steadyloop.server.serve import serve_process
+
+        return serve_process(config)
+    except ConfigError as exc:
+        print(f"steadyloop: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def run(app: Any = None, **options: Any) -> int:
+    """Serve `app` (an object or "module:attr") with options named like the CLI flags.
+
+    >>> steadyloop.run("myproject.asgi:app", port=9000, workers=2, access_log=False)
+    """
+    return run_config(build_config(app, options))

@@ -1,0 +1,399 @@
+"""One HTTP/1.1 connection on the event loop: bytes from the socket to request cycles.
+
+Callback order (asyncio's grammar):
+
+    connection_made -> data_received* [-> eof_received] -> connection_lost
+
+Requests on a connection are served one at a time, in order. The bytes of a
+pipelined request stay in the parser until the response before it is
+complete, so responses can never overtake each other. Every callback catches
+everything but SystemExit/KeyboardInterrupt and turns it into one fatal path:
+log, close this connection, keep the worker.
+
+This module is the request hot path; measure any change with bench/run.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from steadyloop.asgi.cycle import RequestCycle
+from steadyloop.asgi.scope import ASGI_VERSION, EXTENSIONS, SPEC_VERSION, decode_path, split_target
+from steadyloop.http.errors import ProtocolError
+from steadyloop.http.parser import END_OF_MESSAGE, NEED_DATA, RequestHead, RequestParser
+from steadyloop.http.response import simple_response
+from steadyloop.observe.inflight import INFLIGHT
+from steadyloop.server.state import ServerState
+
+logger = logging.getLogger("steadyloop.error")
+
+# Pipelined bytes buffered while a response is in progress before reading pauses.
+PIPELINE_HIGH_WATER = 64 * 1024
+
+
+class HttpConnection(asyncio.Protocol):
+    __slots__ = (
+        "client",
+        "closing",
+        "cycle",
+        "drain_waiter",
+        "head_since",
+        "idle_since",
+        "loop",
+        "parser",
+        "proxy_trusted",
+        "read_paused",
+        "scheme",
+        "server",
+        "state",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.loop = state.loop
+        limits = state.config.limits
+        self.parser = RequestParser(
+            limits.max_request_line,
+            limits.max_header_count,
+            limits.max_header_size,
+            limits.max_head_size,
+        )
+        self.cycle: RequestCycle | None = None
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int | None] | None = None
+        self.scheme = "http"
+        self.proxy_trusted = False
+        self.write_paused = False
+        self.read_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.closing = False
+        self.idle_since = state.now
+        self.head_since: float | None = None
+
+    # -- asyncio callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
+        state = self.state
+        state.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.client = (str(peer[0]), int(peer[1]))
+        sock_name = transport.get_extra_info("sockname")
+        if isinstance(sock_name, tuple) and len(sock_name) >= 2:
+            self.server = (str(sock_name[0]), int(sock_name[1]))
+        elif isinstance(sock_name, str):
+            self.server = (sock_name, None)
+        self.proxy_trusted = state.trusts(self.client[0] if self.client else None)
+        limit = state.config.limits.concurrency
+        if limit is not None and len(state.connections) > limit:
+            self._refuse(503, "too many connections")
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed(data)
+        try:
+            self._pump()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            self._fatal("error while reading a request")
+
+    def eof_received(self) -> bool | None:
+        # The client half-closed. A request still being answered may finish; an idle
+        # connection simply ends.
+        if self.cycle is None:
+            self.transport.close()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        state = self.state
+        state.connections.discard(self)
+        self.closing = True
+        cycle = self.cycle
+        if cycle is not None:
+            self.cycle = None
+            cycle.on_disconnect()
+        waiter = self.drain_waiter
+        if waiter is not None:
+            self.drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        state.check_idle()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None:
+            self.drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- reading requests --------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Turn buffered bytes into requests and body for the current cycle."""
+        parser = self.parser
+        try:
+            while True:
+                cycle = self.cycle
+                if cycle is not None and cycle.body_complete:
+                    # A pipelined request waits in the parser for this response to finish.
+                    if parser.buffered > PIPELINE_HIGH_WATER:
+                        self.pause_reading()
+                    return
+                event = parser.next_event()
+                if event is NEED_DATA:
+                    if cycle is None and self.head_since is None and parser.in_head:
+                        self.head_since = self.state.now
+                    return
+                if cycle is None:
+                    assert isinstance(event, RequestHead)
+                    if self.closing:
+                        return
+                    self._start_request(event)
+                elif event is END_OF_MESSAGE:
+                    cycle.end_body()
+                else:
+                    assert isinstance(event, bytes)
+                    cycle.feed_body(event)
+        except ProtocolError as exc:
+            self._refuse(exc.status, exc.reason)
+
+    def _start_request(self, head: RequestHead) -> None:
+        self.head_since = None
+        state = self.state
+        limit = state.config.limits.concurrency
+        if limit is not None and state.tasks >= limit:
+            self._refuse(503, "concurrency limit reached")
+            return
+        raw_path, query = split_target(head)
+        path = decode_path(raw_path)
+        root_path = state.config.root_path
+        if root_path:
+            path = root_path + path
+            raw_path = root_path.encode("utf-8") + raw_path
+        headers = head.headers
+        client = self.client
+        scheme = self.scheme
+        if self.proxy_trusted:
+            client, scheme = self._forwarded(headers, client, scheme)
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": ASGI_VERSION, "spec_version": SPEC_VERSION},
+            "http_version": head.http_version,
+            "server": self.server,
+            "client": client,
+            "scheme": scheme,
+            "method": head.method,
+            "root_path": root_path,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": headers,
+            "state": state.lifespan_state.copy(),
+            "extensions": EXTENSIONS,
+        }
+        cycle = RequestCycle(self, scope, head, time.perf_counter() if state.access_log else 0.0)
+        self.cycle = cycle
+        state.tasks += 1
+        task: asyncio.Task[None] = self.loop.create_task(
+            state.app(scope, cycle.receive, cycle.send)  # type: ignore[arg-type]
+        )
+        INFLIGHT[task] = cycle
+        task.add_done_callback(self._make_done_callback(cycle))
+
+    def _forwarded(
+        self, headers: list[tuple[bytes, bytes]], client: tuple[str, int] | None, scheme: str
+    ) -> tuple[tuple[str, int] | None, str]:
+        """X-Forwarded-For / -Proto from a trusted proxy."""
+        for name, value in headers:
+            if name == b"x-forwarded-proto":
+                proto = value.decode("latin-1").strip().lower()
+                if proto in ("http", "https"):
+                    scheme = proto
+            elif name == b"x-forwarded-for":
+                # The nearest hop the trusted proxies did not add themselves.
+                hops = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
+                chosen = None
+                for hop in reversed(hops):
+                    chosen = hop
+                    if not self.state.trusts(hop):
+                        break
+                if chosen is not None:
+                    client = (chosen, 0)
+        return client, scheme
+
+    # -- called by the request cycle ---------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if not self.write_paused or self.transport.is_closing():
+            return
+        waiter = self.drain_waiter
+        if waiter is None:
+            waiter = self.drain_waiter = self.loop.create_future()
+        await waiter
+
+    def pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def server_headers(self) -> bytes:
+        return self.state.head_extra()
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+    def response_complete(self, cycle: RequestCycle) -> None:
+        state = self.state
+        state.requests += 1
+        if state.access_log is not None:
+            self._log_access(cycle)
+        if state.on_request_done is not None:
+            state.on_request_done()
+        if self.cycle is not cycle:
+            return  # the connection is gone already
+        self.cycle = None
+        self.idle_since = state.now
+        if (
+            not cycle.keep_alive
+            or not cycle.body_complete  # unread body still in flight: cannot find the next request
+            or (cycle.expect_continue and not cycle.continue_sent)
+            or self.closing
+            or state.shutting_down
+        ):
+            self.closing = True
+            self.transport.close()
+            return
+        if self.read_paused:
+            self.resume_reading()
+        if self.parser.buffered:
+            self._pump()
+
+    def _log_access(self, cycle: RequestCycle) -> None:
+        assert self.state.access_log is not None
+        client = self.client
+        self.state.access_log.log(
+            f"{client[0]}:{client[1]}" if client else "-",
+            cycle.method,
+            cycle.target.decode("latin-1"),
+            cycle.head.http_version,
+            cycle.status,
+            cycle.bytes_sent,
+            time.perf_counter() - cycle.started_at,
+            cycle.request_id,
+            cycle.head.headers,
+            list(cycle.response_headers),
+        )
+
+    def _make_done_callback(self, cycle: RequestCycle) -> Any:
+        def done(task: asyncio.Task[None]) -> None:
+            state = self.state
+            state.tasks -= 1
+            INFLIGHT.pop(task, None)
+            if not task.cancelled():
+                exc = task.exception()
+                if exc is not None:
+                    self._app_failed(cycle, exc)
+                elif not cycle.response_complete:
+                    self._app_returned_early(cycle)
+            elif not cycle.response_complete:
+                self._app_failed(cycle, None)
+            state.check_idle()
+
+        return done
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def _app_failed(self, cycle: RequestCycle, exc: BaseException | None) -> None:
+        from steadyloop.asgi.cycle import ClientDisconnected
+
+        if isinstance(exc, ClientDisconnected) or cycle.disconnected:
+            return  # the client left; nothing to answer and nothing the app did wrong
+        if exc is not None:
+            logger.error(
+                "Exception in ASGI application (%s %s)",
+                cycle.method,
+                cycle.path,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        self._end_failed_cycle(cycle)
+
+    def _app_returned_early(self, cycle: RequestCycle) -> None:
+        if cycle.disconnected:
+            return
+        if cycle.response_started and cycle.head_written:
+            logger.error(
+                "ASGI app returned without completing the response (%s %s)", cycle.method, cycle.path
+            )
+        else:
+            logger.error("ASGI app returned without sending a response (%s %s)", cycle.method, cycle.path)
+        self._end_failed_cycle(cycle)
+
+    def _end_failed_cycle(self, cycle: RequestCycle) -> None:
+        if self.transport.is_closing():
+            return
+        if cycle.head_written:
+            # Part of a response is out already; the only honest end is to cut it short.
+            self.transport.abort()
+            return
+        cycle.response_started = True
+        cycle.response_complete = True
+        cycle.status = 500
+        self.transport.write(simple_response(500))
+        self.closing = True
+        if self.cycle is cycle:
+            self.cycle = None
+        self.state.requests += 1
+        self.transport.close()
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer a request we will not serve, then close the connection."""
+        logger.debug("refusing request from %s: %d %s", self.client, status, reason)
+        if not self.transport.is_closing():
+            self.transport.write(simple_response(status, (reason + "\n").encode("utf-8")))
+            self.transport.close()
+        self.closing = True
+
+    def _fatal(self, what: str) -> None:
+        logger.exception("%s; closing the connection from %s", what, self.client)
+        self.closing = True
+        self.transport.abort()
+
+    # -- housekeeping (called once a second by the server) ----------------------------------
+
+    def check_timeouts(self, now: float) -> None:
+        if self.cycle is not None or self.closing:
+            return
+        timeouts = self.state.config.timeouts
+        if self.head_since is not None:
+            if now - self.head_since >= timeouts.header_read:
+                # Slowloris: a head that trickles in never ties up the connection for long.
+                self._refuse(408, "request head not received in time")
+        elif now - self.idle_since >= timeouts.keep_alive:
+            self.closing = True
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Server shutdown: close now if idle, else after the response in progress."""
+        self.closing = True
+        if self.cycle is None:
+            self.transport.close()

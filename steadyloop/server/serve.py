@@ -1,0 +1,298 @@
+"""Serving in one process: serve -> startup -> main loop -> shutdown.
+
+    serve_process(config)      the whole life of one worker process, from logging
+                               set-up to the last drained log record; returns an exit code
+    Server(config, app).serve  the asyncio part, on the worker's own loop
+
+Threads in a worker process: the event loop thread (this module, every
+connection, every async handler), the sync pool (`--threads`: WSGI and `def`
+endpoints, file reads), the log writer thread, and the watchdog thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from steadyloop.asgi.lifespan import Lifespan, LifespanFailed
+from steadyloop.asgi.types import ASGIApp
+from steadyloop.config import Config
+from steadyloop.importing import AppLoadError, asgi2_to_asgi3, detect_interface, load_app
+from steadyloop.observe.inflight import INFLIGHT
+from steadyloop.server.connection import HttpConnection
+from steadyloop.server.loops import new_event_loop
+from steadyloop.server.sockets import bind_sockets, describe
+from steadyloop.server.state import ServerState
+
+logger = logging.getLogger("steadyloop.error")
+
+HOUSEKEEPING_INTERVAL = 0.5  # seconds between timeout sweeps and Date refreshes
+
+EXIT_OK = 0
+EXIT_STARTUP_FAILED = 3
+
+
+def resolve_app(config: Config) -> ASGIApp:
+    """Import and adapt the app to ASGI 3 (WSGI apps go through the WSGI bridge)."""
+    app = load_app(config.app, factory=config.factory, app_dir=config.app_dir)
+    interface = config.interface if config.interface != "auto" else detect_interface(app)
+    if interface == "asgi2":
+        return asgi2_to_asgi3(app)
+    if interface == "wsgi":
+        try:
+            from steadyloop.wsgi.bridge import WSGIBridge  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise AppLoadError("WSGI apps are not supported by this build") from None
+        bridge: ASGIApp = WSGIBridge(app, threads=config.threads)
+        return bridge
+    result: ASGIApp = app
+    return result
+
+
+class Server:
+    def __init__(self, config: Config, app: ASGIApp) -> None:
+        self.config = config
+        self.app = app
+        self.exit_code = EXIT_OK
+        self.started = threading.Event()  # set once listening; tests and supervisors wait on it
+        self.addresses: list[str] = []
+        self._should_exit: asyncio.Event | None = None
+        self._force_exit = False
+        self._exit_requested = threading.Event()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._housekeeping: asyncio.TimerHandle | None = None
+        self.state: ServerState | None = None
+        self.access_log: Any = None
+        self.on_request_done: Callable[[], None] | None = None
+        self.on_started: Callable[[Server], None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # -- the whole life ------------------------------------------------------------------------
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._should_exit = asyncio.Event()
+        if self._exit_requested.is_set():
+            self._should_exit.set()
+        if not await self.startup(sockets):
+            return
+        try:
+            await self._should_exit.wait()
+        finally:
+            await self.shutdown()
+
+    async def startup(self, sockets: list[socket.socket] | None) -> bool:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="steadyloop-sync")
+        )
+        _set_anyio_threads(config.threads)
+        state = ServerState(config=config, app=self.app, loop=loop, access_log=self.access_log)
+        state.on_request_done = self.on_request_done
+        self.state = state
+
+        self.lifespan = Lifespan(self.app, config.lifespan, state.lifespan_state)
+        try:
+            await self.lifespan.startup()
+        except LifespanFailed as exc:
+            logger.error("Application startup failed: %s", exc)
+            self.exit_code = EXIT_STARTUP_FAILED
+            return False
+
+        if sockets is None:
+            sockets = bind_sockets(config)
+        for sock in sockets:
+            server = await loop.create_server(
+                lambda: HttpConnection(state), sock=sock, backlog=config.backlog
+            )
+            self._servers.append(server)
+            self.addresses.append(describe(sock))
+        self._housekeeping = loop.call_later(HOUSEKEEPING_INTERVAL, self._tick)
+        for address in self.addresses:
+            logger.info("steadyloop serving on %s (pid %d)", address, os.getpid())
+        self.started.set()
+        if self.on_started is not None:
+            self.on_started(self)
+        return True
+
+    async def shutdown(self) -> None:
+        state = self.state
+        assert state is not None and self.loop is not None
+        for server in self._servers:
+            server.close()
+        state.shutting_down = True
+        for conn in list(state.connections):
+            conn.shutdown()
+        timeout = self.config.timeouts.graceful_shutdown
+        if (state.connections or state.tasks) and not self._force_exit:
+            waiter = state.idle_waiter = self.loop.create_future()
+            state.check_idle()
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            except asyncio.TimeoutError:
+                logger.warning(
+                    "graceful shutdown timed out after %ss: cancelling %d requests",
+                    timeout,
+                    state.tasks,
+                )
+            except asyncio.CancelledError:
+                pass
+        self._abort_everything()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        try:
+            await self.lifespan.shutdown()
+        except LifespanFailed as exc:
+            logger.error("Application shutdown failed: %s", exc)
+            self.exit_code = EXIT_STARTUP_FAILED
+
+    def _abort_everything(self) -> None:
+        state = self.state
+        assert state is not None
+        for conn in list(state.connections):
+            conn.transport.abort()
+        for task in list(INFLIGHT):
+            if isinstance(task, asyncio.Task) and task.get_loop() is self.loop and not task.done():
+                task.cancel()
+
+    def _tick(self) -> None:
+        state = self.state
+        assert state is not None and self.loop is not None
+        now = state.now = time.monotonic()
+        state.date.refresh()
+        for conn in list(state.connections):
+            conn.check_timeouts(now)
+        self._housekeeping = self.loop.call_later(HOUSEKEEPING_INTERVAL, self._tick)
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def request_exit(self) -> None:
+        """Begin a graceful shutdown; safe to call from any thread."""
+        self._exit_requested.set()
+        loop = self.loop
+        if loop is not None and self._should_exit is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._should_exit.set)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGTERM, self._on_signal, signal.SIGTERM)
+            loop.add_signal_handler(signal.SIGINT, self._on_signal, signal.SIGINT)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals
+            pass
+
+    def _on_signal(self, sig: int) -> None:
+        if self._exit_requested.is_set() and sig == signal.SIGINT:
+            # A second Ctrl+C: stop waiting for in-flight requests.
+            logger.warning("second SIGINT: forcing exit")
+            self._force_exit = True
+            self._abort_everything()
+            waiter = self.state.idle_waiter if self.state else None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            return
+        logger.info("received %s: shutting down gracefully", signal.Signals(sig).name)
+        self.request_exit()
+
+
+def _set_anyio_threads(threads: int) -> None:
+    """One setting for all sync work: anyio's default limiter (Starlette/FastAPI `def` endpoints)."""
+    anyio = sys.modules.get("anyio")
+    if anyio is None:
+        try:
+            import anyio
+        except ImportError:
+            return
+    try:
+        from anyio import to_thread
+
+        to_thread.current_default_thread_limiter().total_tokens = threads
+    except Exception:  # not in an anyio-compatible context; Starlette will make its own
+        logger.debug("could not set anyio's thread limiter", exc_info=True)
+
+
+# -- one process ------------------------------------------------------------------------------
+
+
+def serve_process(
+    config: Config,
+    sockets: list[socket.socket] | None = None,
+    *,
+    on_started: Callable[[Server], None] | None = None,
+) -> int:
+    """Run one serving process to the end and return its exit code."""
+    pipeline = _setup_logging(config)
+    try:
+        try:
+            app = resolve_app(config)
+        except AppLoadError as exc:
+            logger.error("%s", exc)
+            return 1
+        if pipeline is not None:
+            pipeline.adopt_handlers()
+        server = Server(config, app)
+        server.access_log = _make_access_log(config, pipeline)
+        loop = new_event_loop(config.loop)
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(_serve_with_signals(server, sockets, on_started))
+        finally:
+            _close_loop(loop)
+        return server.exit_code
+    finally:
+        if pipeline is not None:
+            pipeline.shutdown(config.log.drain_timeout)
+
+
+async def _serve_with_signals(
+    server: Server, sockets: list[socket.socket] | None, on_started: Callable[[Server], None] | None
+) -> None:
+    server.install_signal_handlers()
+    server.on_started = on_started
+    await server.serve(sockets)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        executor_shutdown = getattr(loop, "shutdown_default_executor", None)
+        if executor_shutdown is not None:
+            loop.run_until_complete(executor_shutdown())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def _setup_logging(config: Config) -> Any:
+    try:
+        from steadyloop.observe.logsetup import setup_logging  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        level = config.log.level.upper()
+        logging.basicConfig(level=5 if level == "TRACE" else level, format="%(levelname)s: %(message)s")
+        return None
+    return setup_logging(config.log)
+
+
+def _make_access_log(config: Config, pipeline: Any) -> Any:
+    if not config.log.access_log:
+        return None
+    try:
+        from steadyloop.observe.access import AccessLog  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    return AccessLog(pipeline, config.log.access_log_format)

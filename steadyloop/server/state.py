@@ -1,0 +1,101 @@
+"""What one worker's connections share: settings decided once, live counters, the clock."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from steadyloop.http.response import DateCache
+
+if TYPE_CHECKING:
+    from steadyloop.asgi.types import ASGIApp
+    from steadyloop.config import Config
+    from steadyloop.observe.access import AccessLog
+    from steadyloop.server.connection import HttpConnection
+
+
+@dataclass(eq=False)
+class ServerState:
+    """Shared by every connection of one worker. Only the loop thread touches it."""
+
+    config: Config
+    app: ASGIApp
+    loop: asyncio.AbstractEventLoop
+    access_log: AccessLog | None = None
+    lifespan_state: dict[str, Any] = field(default_factory=dict)
+    connections: set[HttpConnection] = field(default_factory=set)
+    tasks: int = 0  # app tasks running
+    requests: int = 0  # responses completed
+    shutting_down: bool = False
+    # Coarse clock, advanced by the housekeeping timer; connections stamp it rather than
+    # calling the clock on every request.
+    now: float = field(default_factory=time.monotonic)
+    date: DateCache = field(default_factory=DateCache)
+    server_header_block: bytes = b""
+    idle_waiter: asyncio.Future[None] | None = None
+    # Called when the number of finished requests changes (max-requests recycling).
+    on_request_done: Any = None
+
+    def __post_init__(self) -> None:
+        config = self.config
+        block = b""
+        if config.server_header:
+            block += b"server: steadyloop\r\n"
+        for name, value in config.headers:
+            block += name.lower().encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n"
+        self.server_header_block = block
+        self._trusted = _TrustedProxies(config.forwarded_allow_ips)
+
+    def head_extra(self) -> bytes:
+        """Server-added response headers: Date (cached per second), Server, --header."""
+        if self.config.date_header:
+            return self.date.value + self.server_header_block
+        return self.server_header_block
+
+    def trusts(self, host: str | None) -> bool:
+        return self.config.proxy_headers and self._trusted.contains(host)
+
+    def check_idle(self) -> None:
+        """During shutdown, wake whoever waits for the last connection and task to end."""
+        if self.shutting_down and not self.connections and self.tasks == 0:
+            waiter = self.idle_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+
+class _TrustedProxies:
+    """--forwarded-allow-ips: addresses, networks, '*' for all, 'unix:' for socket peers."""
+
+    def __init__(self, entries: tuple[str, ...]) -> None:
+        self.all = "*" in entries
+        self.hosts: set[str] = set()
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for entry in entries:
+            entry = entry.strip()
+            if not entry or entry == "*":
+                continue
+            try:
+                if "/" in entry:
+                    self.networks.append(ipaddress.ip_network(entry, strict=False))
+                else:
+                    self.hosts.add(str(ipaddress.ip_address(entry)))
+            except ValueError:
+                self.hosts.add(entry)  # a literal such as "unix:"
+
+    def contains(self, host: str | None) -> bool:
+        if self.all:
+            return True
+        if host is None:
+            return "unix:" in self.hosts
+        if host in self.hosts:
+            return True
+        if self.networks:
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                return False
+            return any(address in net for net in self.networks)
+        return False
