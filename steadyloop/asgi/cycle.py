@@ -56,6 +56,7 @@ class Connection(Protocol):
     def resume_reading(self) -> None: ...
     def server_headers(self) -> bytes: ...
     def response_complete(self, cycle: RequestCycle) -> None: ...
+    def task_done(self, cycle: RequestCycle, task: asyncio.Task[None]) -> None: ...
     def abort(self) -> None: ...
 
 
@@ -195,6 +196,9 @@ class RequestCycle:
             self.final_body_delivered = True
         return {"type": "http.request", "body": body, "more_body": more}
 
+    def on_task_done(self, task: asyncio.Task[None]) -> None:
+        self.conn.task_done(self, task)
+
     async def _wait(self) -> None:
         waiter = self.waiter
         if waiter is None:
@@ -210,9 +214,10 @@ class RequestCycle:
         if mtype == "http.response.body":
             if not self.response_started or self.response_complete:
                 raise RuntimeError(self._out_of_order(mtype))
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            await self._send_body(body, more)
+            if self._send_body(message.get("body", b""), message.get("more_body", False)):
+                await self.conn.drain()
+                if self.disconnected:
+                    raise ClientDisconnected("client disconnected")
         elif mtype == "http.response.start":
             if self.response_started:
                 raise RuntimeError(self._out_of_order(mtype))
@@ -250,7 +255,12 @@ class RequestCycle:
         self.keep_alive = keep_alive
         return head
 
-    async def _send_body(self, body: bytes, more: bool) -> None:
+    def _send_body(self, body: bytes, more: bool) -> bool:
+        """Write one body message; True when the app must wait for the client to drain.
+
+        A plain function, not a coroutine: most responses never wait, and an await per
+        message is measurable on the hot path.
+        """
         if not self.head_written:
             try:
                 head = self._write_head(-1 if more else len(body))
@@ -281,10 +291,8 @@ class RequestCycle:
             self.response_complete = True
             self._wake()
             self.conn.response_complete(self)
-        elif self.conn.write_paused:
-            await self.conn.drain()
-            if self.disconnected:
-                raise ClientDisconnected("client disconnected")
+            return False
+        return self.conn.write_paused
 
     def _frame(self, body: bytes) -> bytes:
         framing = self.framing

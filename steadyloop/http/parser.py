@@ -61,6 +61,7 @@ _SPECIAL = {
     b"transfer-encoding": _TRANSFER_ENCODING,
     b"content-length": _CONTENT_LENGTH,
 }
+_METHODS = {m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 # What a parsed head counts for in `buffered`, so that a flood of tiny pipelined requests
 # is held back like the same number of body bytes would be.
 _HEAD_WEIGHT: Final = 512
@@ -219,10 +220,11 @@ class RequestParser:
 
     # -- llhttp callbacks ----------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.in_head = True
+    # No on_message_begin: llhttp calls back only for methods that exist, and on_url comes
+    # first in every request anyway.
 
     def on_url(self, url: bytes) -> None:
+        self.in_head = True
         target = self._target + url if self._target else url
         if len(target) > self.max_request_line:
             raise _Abort(ProtocolError(414, "request target too long"))
@@ -268,8 +270,12 @@ class RequestParser:
             # An HTTP/1.0 recipient cannot know chunked; a proxy may frame it differently.
             raise _Abort(ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request"))
         upgrade = parser.should_upgrade()
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method)
+        if method is None:
+            method = raw_method.decode("ascii")
         head = RequestHead(
-            parser.get_method().decode("ascii"),
+            method,
             self._target,
             version,
             self._headers,

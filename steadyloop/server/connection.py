@@ -175,8 +175,14 @@ class HttpConnection(asyncio.Protocol):
         if limit is not None and state.tasks >= limit:
             self._refuse(503, "concurrency limit reached")
             return
-        raw_path, query = split_target(head)
-        path = decode_path(raw_path)
+        target = head.target
+        if target[:1] == b"/" and b"%" not in target and b"#" not in target and target.isascii():
+            # The common case, without the general parsing: an ASCII origin-form target.
+            raw_path, _, query = target.partition(b"?")
+            path = raw_path.decode("ascii")
+        else:
+            raw_path, query = split_target(head)
+            path = decode_path(raw_path)
         root_path = state.config.root_path
         if root_path:
             path = root_path + path
@@ -209,7 +215,7 @@ class HttpConnection(asyncio.Protocol):
             state.app(scope, cycle.receive, cycle.send)  # type: ignore[arg-type]
         )
         INFLIGHT[task] = cycle
-        task.add_done_callback(self._make_done_callback(cycle))
+        task.add_done_callback(cycle.on_task_done)
 
     def _forwarded(
         self, headers: list[tuple[bytes, bytes]], client: tuple[str, int] | None, scheme: str
@@ -304,22 +310,20 @@ class HttpConnection(asyncio.Protocol):
             list(cycle.response_headers),
         )
 
-    def _make_done_callback(self, cycle: RequestCycle) -> Any:
-        def done(task: asyncio.Task[None]) -> None:
-            state = self.state
-            state.tasks -= 1
-            INFLIGHT.pop(task, None)
-            if not task.cancelled():
-                exc = task.exception()
-                if exc is not None:
-                    self._app_failed(cycle, exc)
-                elif not cycle.response_complete:
-                    self._app_returned_early(cycle)
+    def task_done(self, cycle: RequestCycle, task: asyncio.Task[None]) -> None:
+        """The app's task for `cycle` ended: account for it and deal with its failures."""
+        state = self.state
+        state.tasks -= 1
+        INFLIGHT.pop(task, None)
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                self._app_failed(cycle, exc)
             elif not cycle.response_complete:
-                self._app_failed(cycle, None)
-            state.check_idle()
-
-        return done
+                self._app_returned_early(cycle)
+        elif not cycle.response_complete:
+            self._app_failed(cycle, None)
+        state.check_idle()
 
     # -- errors -----------------------------------------------------------------------------
 

@@ -169,7 +169,7 @@ class Server:
         state = self.state
         assert state is not None and self.loop is not None
         now = state.now = time.monotonic()
-        state.date.refresh()
+        state.refresh_head_extra()
         for conn in list(state.connections):
             conn.check_timeouts(now)
         self._housekeeping = self.loop.call_later(HOUSEKEEPING_INTERVAL, self._tick)

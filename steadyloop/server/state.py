@@ -47,13 +47,21 @@ class ServerState:
         for name, value in config.headers:
             block += name.lower().encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n"
         self.server_header_block = block
+        self.head_extra_block = b""
+        self.refresh_head_extra()
         self._trusted = _TrustedProxies(config.forwarded_allow_ips)
 
     def head_extra(self) -> bytes:
         """Server-added response headers: Date (cached per second), Server, --header."""
+        return self.head_extra_block
+
+    def refresh_head_extra(self) -> None:
+        """Called by the housekeeping timer, so each response pays no clock or concatenation."""
+        self.date.refresh()
         if self.config.date_header:
-            return self.date.value + self.server_header_block
-        return self.server_header_block
+            self.head_extra_block = self.date.value + self.server_header_block
+        else:
+            self.head_extra_block = self.server_header_block
 
     def trusts(self, host: str | None) -> bool:
         return self.config.proxy_headers and self._trusted.contains(host)
