@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import logging
 import os
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from steadyloop.asgi.types import Message, Scope
@@ -23,7 +24,6 @@ from steadyloop.http.response import (
     FRAMING_LENGTH,
     FRAMING_NONE,
     build_head,
-    statuses_without_body,
 )
 
 if TYPE_CHECKING:
@@ -43,20 +43,25 @@ class ClientDisconnected(OSError):
     """Raised by `send` once the client has gone away (ASGI spec 2.4)."""
 
 
+class _ServerHeaders(Protocol):
+    head_extra_block: bytes  # Date, Server and --header lines, kept current by the server
+
+
 class Connection(Protocol):
     """What a cycle needs from the connection that carries it."""
 
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     write_paused: bool
+    done: asyncio.Future[None]  # an already-completed future: "nothing to wait for"
 
     def write(self, data: bytes) -> None: ...
     async def drain(self) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
-    def server_headers(self) -> bytes: ...
+    @property
+    def state(self) -> _ServerHeaders: ...
     def response_complete(self, cycle: RequestCycle) -> None: ...
-    def task_done(self, cycle: RequestCycle, task: asyncio.Task[None]) -> None: ...
     def abort(self) -> None: ...
 
 
@@ -64,68 +69,41 @@ _DISCONNECT: Message = {"type": "http.disconnect"}
 
 
 class RequestCycle:
-    __slots__ = (
-        "_request_id",
-        "body_complete",
-        "body_size",
-        "bytes_sent",
-        "chunks",
-        "conn",
-        "content_left",
-        "continue_sent",
-        "disconnected",
-        "expect_continue",
-        "final_body_delivered",
-        "framing",
-        "head",
-        "head_written",
-        "http_10",
-        "is_head",
-        "keep_alive",
-        "method",
-        "path",
-        "reading_paused",
-        "response_complete",
-        "response_headers",
-        "response_started",
-        "scope",
-        "started_at",
-        "status",
-        "target",
-        "waiter",
-    )
+    # Class-level defaults: a new cycle only stores what differs, which is measurable on the
+    # hot path (one cycle per request). Instances shadow these on first assignment.
+    # Request body, fed by the connection.
+    chunks: list[bytes]
+    body_size = 0
+    body_complete = False
+    final_body_delivered = False
+    reading_paused = False
+    continue_sent = False
+    disconnected = False
+    waiter: asyncio.Future[None] | None = None
+    # Response state.
+    response_started = False
+    response_complete = False
+    head_written = False
+    status = 0
+    response_headers: Any = ()
+    framing = FRAMING_NONE
+    content_left = -1
+    bytes_sent = 0
+    _request_id: str | None = None
 
     def __init__(self, conn: Connection, scope: Scope, head: RequestHead, started_at: float) -> None:
         self.conn = conn
         self.scope = scope
         self.head = head
-        self.method = head.method
+        self.method = method = head.method
         self.target = head.target
         self.path: str = scope["path"]
         self.http_10 = head.http_version == "1.0"
-        self.is_head = head.method == "HEAD"
+        self.is_head = method == "HEAD"
         self.keep_alive = head.keep_alive
         self.expect_continue = head.expect_continue
         self.started_at = started_at
-        # Request body, fed by the connection.
-        self.chunks: list[bytes] = []
-        self.body_size = 0
-        self.body_complete = False
-        self.final_body_delivered = False
-        self.reading_paused = False
-        self.continue_sent = False
-        self.disconnected = False
-        self.waiter: asyncio.Future[None] | None = None
-        # Response state.
-        self.response_started = False
-        self.response_complete = False
-        self.status = 0
-        self.response_headers: Any = ()
-        self.framing = FRAMING_NONE
-        self.content_left = -1
-        self.bytes_sent = 0
-        self.head_written = False
-        self._request_id: str | None = None
+        self.chunks = []
 
     @property
     def request_id(self) -> str:
@@ -153,7 +131,8 @@ class RequestCycle:
 
     def end_body(self) -> None:
         self.body_complete = True
-        self._wake()
+        if self.waiter is not None:
+            self._wake()
 
     def on_disconnect(self) -> None:
         self.disconnected = True
@@ -168,7 +147,17 @@ class RequestCycle:
 
     # -- receive ---------------------------------------------------------------------------
 
-    async def receive(self) -> Message:
+    def receive(self) -> Awaitable[Message]:
+        if self.body_complete and not (
+            self.final_body_delivered or self.disconnected or self.response_complete
+        ):
+            # The body is all here (always so for GET): answer without a coroutine.
+            ready = self.conn.loop.create_future()
+            ready.set_result(self._take_body())
+            return ready
+        return self._receive()
+
+    async def _receive(self) -> Message:
         if self.disconnected or self.response_complete:
             return _DISCONNECT
         if self.final_body_delivered:
@@ -184,8 +173,16 @@ class RequestCycle:
                 await self._wait()
             if self.disconnected and not self.chunks:
                 return _DISCONNECT
+        return self._take_body()
+
+    def _take_body(self) -> Message:
         chunks = self.chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if not chunks:
+            body = b""
+        elif len(chunks) == 1:
+            body = chunks[0]
+        else:
+            body = b"".join(chunks)
         chunks.clear()
         self.body_size = 0
         if self.reading_paused:
@@ -196,9 +193,6 @@ class RequestCycle:
             self.final_body_delivered = True
         return {"type": "http.request", "body": body, "more_body": more}
 
-    def on_task_done(self, task: asyncio.Task[None]) -> None:
-        self.conn.task_done(self, task)
-
     async def _wait(self) -> None:
         waiter = self.waiter
         if waiter is None:
@@ -207,7 +201,9 @@ class RequestCycle:
 
     # -- send ------------------------------------------------------------------------------
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        """ASGI send. A plain function returning an awaitable: a response that needs no
+        waiting (the common case) costs no coroutine. Errors raise at the call."""
         mtype = message["type"]
         if self.disconnected:
             raise ClientDisconnected("client disconnected")
@@ -215,9 +211,7 @@ class RequestCycle:
             if not self.response_started or self.response_complete:
                 raise RuntimeError(self._out_of_order(mtype))
             if self._send_body(message.get("body", b""), message.get("more_body", False)):
-                await self.conn.drain()
-                if self.disconnected:
-                    raise ClientDisconnected("client disconnected")
+                return self._drain()
         elif mtype == "http.response.start":
             if self.response_started:
                 raise RuntimeError(self._out_of_order(mtype))
@@ -227,9 +221,15 @@ class RequestCycle:
         elif mtype == "http.response.pathsend":
             if not self.response_started or self.response_complete:
                 raise RuntimeError(self._out_of_order(mtype))
-            await self._send_file(message["path"])
+            return self._send_file(message["path"])
         else:
             raise RuntimeError(f"unexpected ASGI message type {mtype!r} for an http scope")
+        return self.conn.done
+
+    async def _drain(self) -> None:
+        await self.conn.drain()
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected")
 
     def _out_of_order(self, mtype: str) -> str:
         if self.response_complete:
@@ -241,18 +241,20 @@ class RequestCycle:
     def _write_head(self, body_length: int) -> bytes:
         """Build the response head; `body_length` is -1 while more body is to come."""
         status = self.status
-        head, framing, content_length, keep_alive = build_head(
-            status,
-            self.response_headers,
-            extra=self.conn.server_headers(),
-            body_allowed=not (self.is_head or statuses_without_body(status)),
-            body_length=body_length,
-            http_10=self.http_10,
-            keep_alive=self.keep_alive,
-        )
-        self.framing = framing
-        self.content_left = content_length
-        self.keep_alive = keep_alive
+        try:
+            head, self.framing, self.content_left, self.keep_alive = build_head(
+                status,
+                self.response_headers,
+                self.conn.state.head_extra_block,
+                not (self.is_head or status < 200 or status == 204 or status == 304),
+                body_length,
+                self.http_10,
+                self.keep_alive,
+            )
+        except ResponseError as exc:
+            self.response_started = False  # let the error path answer 500
+            raise RuntimeError(str(exc)) from None
+        self.head_written = True
         return head
 
     def _send_body(self, body: bytes, more: bool) -> bool:
@@ -262,13 +264,20 @@ class RequestCycle:
         message is measurable on the hot path.
         """
         if not self.head_written:
-            try:
-                head = self._write_head(-1 if more else len(body))
-            except ResponseError as exc:
-                self.response_started = False  # let the error path answer 500
-                raise RuntimeError(str(exc)) from None
-            self.head_written = True
-            data = head + self._frame(body) if body else head
+            head = self._write_head(-1 if more else len(body))
+            if not body:
+                data = head
+            elif self.framing == FRAMING_LENGTH and len(body) == self.content_left:
+                # The whole body in one message, as promised: the most common response.
+                self.content_left = 0
+                self.bytes_sent = len(body)
+                data = head + body
+            else:
+                try:
+                    data = head + self._frame(body)
+                except RuntimeError:
+                    self.head_written = False  # nothing went out: the error path can answer 500
+                    raise
         elif body:
             data = self._frame(body)
         else:
@@ -286,10 +295,11 @@ class RequestCycle:
                     self.path,
                 )
         if data:
-            self.conn.write(data)
+            self.conn.transport.write(data)
         if not more:
             self.response_complete = True
-            self._wake()
+            if self.waiter is not None:
+                self._wake()
             self.conn.response_complete(self)
             return False
         return self.conn.write_paused
@@ -317,12 +327,7 @@ class RequestCycle:
             size = os.fstat(file.fileno()).st_size
             head = b""
             if not self.head_written:
-                try:
-                    head = self._write_head(size)
-                except ResponseError as exc:
-                    self.response_started = False
-                    raise RuntimeError(str(exc)) from None
-                self.head_written = True
+                head = self._write_head(size)
             if self.framing in (FRAMING_NONE, FRAMING_CHUNKED):
                 # HEAD/204/304, or a length we had to announce chunked: no sendfile shortcut.
                 body = await loop.run_in_executor(None, file.read) if self.framing else b""

@@ -42,7 +42,7 @@ def split_target(head: RequestHead) -> tuple[bytes, bytes]:
 def decode_path(raw_path: bytes) -> str:
     """Percent-decoded, UTF-8-decoded path; 400 for bytes that are not UTF-8."""
     try:
-        if b"%" in raw_path:
+        if raw_path.find(b"%") != -1:
             return unquote_to_bytes(raw_path).decode("utf-8")
         return raw_path.decode("utf-8")
     except UnicodeDecodeError:

@@ -55,7 +55,10 @@ _HOST: Final = 1
 _EXPECT: Final = 2
 _TRANSFER_ENCODING: Final = 3
 _CONTENT_LENGTH: Final = 4
+_FORWARDED: Final = 5
 _SPECIAL = {
+    b"x-forwarded-for": _FORWARDED,
+    b"x-forwarded-proto": _FORWARDED,
     b"host": _HOST,
     b"expect": _EXPECT,
     b"transfer-encoding": _TRANSFER_ENCODING,
@@ -75,6 +78,7 @@ class RequestHead:
         "chunked",
         "content_length",
         "expect_continue",
+        "forwarded",
         "headers",
         "http_version",
         "keep_alive",
@@ -94,6 +98,7 @@ class RequestHead:
         chunked: bool,
         expect_continue: bool,
         upgrade: bool,
+        forwarded: bool = False,
     ) -> None:
         self.method = method
         self.target = target
@@ -104,6 +109,7 @@ class RequestHead:
         self.chunked = chunked
         self.expect_continue = expect_continue
         self.upgrade = upgrade
+        self.forwarded = forwarded  # has X-Forwarded-For/-Proto (read only from trusted proxies)
 
     def __repr__(self) -> str:
         return f"<RequestHead {self.method} {self.target!r} HTTP/{self.http_version}>"
@@ -123,10 +129,13 @@ class RequestParser:
         "_content_length",
         "_events",
         "_expect_continue",
+        "_forwarded",
         "_head_bytes",
         "_headers",
         "_host_count",
         "_llhttp",
+        "_progressed",
+        "_stalled",
         "_target",
         "_te",
         "buffered",
@@ -160,23 +169,20 @@ class RequestParser:
         self._target = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
+        self._stalled = 0  # bytes fed since the last complete header line of this head
+        self._progressed = True
         self._host_count = 0
         self._expect_continue = False
         self._te = False
         self._content_length = 0
+        self._forwarded = False
 
     # -- input ---------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
         if self.dead:
             return
-        if self.in_head:
-            # llhttp keeps a partial header in memory until it ends; a head that never ends
-            # must not grow it forever.
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_head_size:
-                self._error(ProtocolError(431, "request head too large"))
-                return
+        self._progressed = False
         try:
             self._llhttp.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -199,6 +205,14 @@ class RequestParser:
                 self._error(ProtocolError(400, "invalid method"))
         except httptools.HttpParserError as exc:
             self._error(_classify(str(exc)))
+        if self.in_head and not self.dead:
+            # llhttp keeps an unfinished header line in memory until it ends; a line that
+            # never ends must not grow it forever. Counted after parsing, and only while no
+            # line completes, so that a head's end and the body behind it arriving in one
+            # read (or many small heads in a row) are never taken for one huge head.
+            self._stalled = 0 if self._progressed else self._stalled + len(data)
+            if self._stalled > self.max_head_size:
+                self._error(ProtocolError(431, "request head too large"))
 
     def _error(self, error: ProtocolError) -> None:
         self.dead = True
@@ -240,6 +254,7 @@ class RequestParser:
         self._head_bytes += size
         if self._head_bytes > self.max_head_size:
             raise _Abort(ProtocolError(431, "request head too large"))
+        self._progressed = True
         name = name.lower()
         headers.append((name, value))
         kind = _SPECIAL.get(name)
@@ -252,9 +267,11 @@ class RequestParser:
                 self._expect_continue = True
             elif kind == _TRANSFER_ENCODING:
                 self._te = True
-            else:
+            elif kind == _CONTENT_LENGTH:
                 # llhttp has checked it is a plain number and not repeated.
                 self._content_length = int(value)
+            else:
+                self._forwarded = True
 
     def on_headers_complete(self) -> None:
         parser = self._llhttp
@@ -284,6 +301,7 @@ class RequestParser:
             self._te,
             self._expect_continue,
             upgrade,
+            self._forwarded,
         )
         self._reset_head()
         self.in_head = False

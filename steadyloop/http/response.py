@@ -112,26 +112,29 @@ FRAMING_CLOSE: Final = 3  # body ends when the connection closes (HTTP/1.0 witho
 def build_head(
     status: int,
     headers: Iterable[tuple[bytes, bytes]],
-    *,
     extra: bytes,
     body_allowed: bool,
     body_length: int,
     http_10: bool,
     keep_alive: bool,
 ) -> tuple[bytes, int, int, bool]:
-    """Serialize a response head.
+    """Serialize a response head (positional arguments: this runs once per response).
 
     `extra` is the server's own header block (Date, Server, --header values).
+    `body_allowed` is false for HEAD requests and 1xx/204/304 responses.
     `body_length` is the length of the whole body when the app gave it in one message,
     or -1 when more body follows. Returns (head bytes, framing, content-length or -1,
     keep_alive), keep_alive possibly turned off by the app or by the framing.
     """
-    parts = [status_line(status)]
+    line = _STATUS_LINES.get(status)
+    parts = [line if line is not None else status_line(status)]
     content_length = -1
     app_closes = False
-    n = 0
+    kinds = _NAME_KINDS
     for name, value in headers:
-        kind = _name_kind(name)
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _name_kind(name)
         if type(value) is not bytes:
             raise ResponseError(f"response header value for {name!r} is not bytes")
         if kind:
@@ -141,16 +144,15 @@ def build_head(
                 content_length = int(value)
             elif kind == _TRANSFER_ENCODING:
                 continue  # framing is the server's job; an app's TE would lie about the body
-            elif kind == _CONNECTION and b"close" in value.lower():
+            elif kind == _CONNECTION and value.lower().find(b"close") != -1:
                 keep_alive = False
                 app_closes = True
         parts.append(name + b": " + value + b"\r\n")
-        n += 1
     block = b"".join(parts)
     # One scan each over the whole block rather than three per header: every line we built
     # ends in exactly one CRLF, so any other CR, LF (or a NUL) came from the app.
-    lines = n + 1
-    if block.count(b"\n") != lines or block.count(b"\r") != lines or b"\0" in block:
+    lines = len(parts)
+    if block.count(b"\n") != lines or block.count(b"\r") != lines or block.find(b"\0") != -1:
         raise ResponseError("response header contains CR, LF or NUL")
 
     if not body_allowed:

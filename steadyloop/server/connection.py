@@ -30,6 +30,9 @@ from steadyloop.server.state import ServerState
 
 logger = logging.getLogger("steadyloop.error")
 
+_Task = asyncio.Task
+# Shared by every scope: apps read it, none has a reason to write to it.
+_ASGI = {"version": ASGI_VERSION, "spec_version": SPEC_VERSION}
 # Pipelined bytes buffered while a response is in progress before reading pauses.
 PIPELINE_HIGH_WATER = 64 * 1024
 
@@ -39,6 +42,7 @@ class HttpConnection(asyncio.Protocol):
         "client",
         "closing",
         "cycle",
+        "done",
         "drain_waiter",
         "head_since",
         "idle_since",
@@ -56,6 +60,7 @@ class HttpConnection(asyncio.Protocol):
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.loop = state.loop
+        self.done = state.done
         limits = state.config.limits
         self.parser = RequestParser(
             limits.max_request_line,
@@ -176,7 +181,9 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(503, "concurrency limit reached")
             return
         target = head.target
-        if target[:1] == b"/" and b"%" not in target and b"#" not in target and target.isascii():
+        # `bytes.find` rather than `in`: on CPython 3.11 `b"x" in data` first tries the
+        # argument as an integer and builds (then drops) a TypeError, ~2k instructions.
+        if target[:1] == b"/" and target.find(b"%") == -1 and target.find(b"#") == -1 and target.isascii():
             # The common case, without the general parsing: an ASCII origin-form target.
             raw_path, _, query = target.partition(b"?")
             path = raw_path.decode("ascii")
@@ -190,11 +197,11 @@ class HttpConnection(asyncio.Protocol):
         headers = head.headers
         client = self.client
         scheme = self.scheme
-        if self.proxy_trusted:
+        if self.proxy_trusted and head.forwarded:
             client, scheme = self._forwarded(headers, client, scheme)
         scope: dict[str, Any] = {
             "type": "http",
-            "asgi": {"version": ASGI_VERSION, "spec_version": SPEC_VERSION},
+            "asgi": _ASGI,
             "http_version": head.http_version,
             "server": self.server,
             "client": client,
@@ -211,11 +218,16 @@ class HttpConnection(asyncio.Protocol):
         cycle = RequestCycle(self, scope, head, time.perf_counter() if state.access_log else 0.0)
         self.cycle = cycle
         state.tasks += 1
-        task: asyncio.Task[None] = self.loop.create_task(
-            state.app(scope, cycle.receive, cycle.send)  # type: ignore[arg-type]
-        )
+        coro = state.app(scope, cycle.receive, cycle.send)
+        task: asyncio.Task[None]
+        if state.plain_tasks:
+            # Built directly, with a fixed name: otherwise CPython formats a fresh "Task-N"
+            # name for every request.
+            task = _Task(coro, loop=self.loop, name="steadyloop-request")  # type: ignore[arg-type]
+        else:
+            task = self.loop.create_task(coro)  # type: ignore[arg-type]  # the loop's task factory
         INFLIGHT[task] = cycle
-        task.add_done_callback(cycle.on_task_done)
+        task.add_done_callback(self._task_done)
 
     def _forwarded(
         self, headers: list[tuple[bytes, bytes]], client: tuple[str, int] | None, scheme: str
@@ -262,9 +274,6 @@ class HttpConnection(asyncio.Protocol):
             if not self.transport.is_closing():
                 self.transport.resume_reading()
 
-    def server_headers(self) -> bytes:
-        return self.state.head_extra()
-
     def abort(self) -> None:
         self.transport.abort()
 
@@ -291,7 +300,8 @@ class HttpConnection(asyncio.Protocol):
             return
         if self.read_paused:
             self.resume_reading()
-        if self.parser.buffered:
+        if self.parser.buffered or self.parser.dead:
+            # A dead parser may hold the error for a request pipelined behind this one.
             self._pump()
 
     def _log_access(self, cycle: RequestCycle) -> None:
@@ -310,11 +320,12 @@ class HttpConnection(asyncio.Protocol):
             list(cycle.response_headers),
         )
 
-    def task_done(self, cycle: RequestCycle, task: asyncio.Task[None]) -> None:
-        """The app's task for `cycle` ended: account for it and deal with its failures."""
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """An app task ended: account for it and deal with its failures."""
         state = self.state
         state.tasks -= 1
-        INFLIGHT.pop(task, None)
+        cycle = INFLIGHT.pop(task)
+        assert isinstance(cycle, RequestCycle)
         if not task.cancelled():
             exc = task.exception()
             if exc is not None:
@@ -323,7 +334,8 @@ class HttpConnection(asyncio.Protocol):
                 self._app_returned_early(cycle)
         elif not cycle.response_complete:
             self._app_failed(cycle, None)
-        state.check_idle()
+        if state.shutting_down:
+            state.check_idle()
 
     # -- errors -----------------------------------------------------------------------------
 
@@ -372,6 +384,16 @@ class HttpConnection(asyncio.Protocol):
     def _refuse(self, status: int, reason: str) -> None:
         """Answer a request we will not serve, then close the connection."""
         logger.debug("refusing request from %s: %d %s", self.client, status, reason)
+        cycle = self.cycle
+        if cycle is not None:
+            # A broken body under a request the app is serving: the app's response must not
+            # follow ours, and once its head is out ours cannot be sent at all.
+            self.cycle = None
+            cycle.on_disconnect()
+            if cycle.head_written:
+                self.closing = True
+                self.transport.abort()
+                return
         if not self.transport.is_closing():
             self.transport.write(simple_response(status, (reason + "\n").encode("utf-8")))
             self.transport.close()
@@ -401,3 +423,7 @@ class HttpConnection(asyncio.Protocol):
         self.closing = True
         if self.cycle is None:
             self.transport.close()
+        else:
+            # Say so in the response head, if it is not out yet, so that the client does not
+            # send another request down a connection about to close.
+            self.cycle.keep_alive = False

@@ -47,16 +47,18 @@ class ServerState:
         for name, value in config.headers:
             block += name.lower().encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n"
         self.server_header_block = block
+        # Awaiting a finished future returns at once, without a coroutine or a loop turn.
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.done.set_result(None)
         self.head_extra_block = b""
         self.refresh_head_extra()
+        # No task factory installed on the loop: request tasks can be built directly.
+        self.plain_tasks = self.loop.get_task_factory() is None
         self._trusted = _TrustedProxies(config.forwarded_allow_ips)
 
-    def head_extra(self) -> bytes:
-        """Server-added response headers: Date (cached per second), Server, --header."""
-        return self.head_extra_block
-
     def refresh_head_extra(self) -> None:
-        """Called by the housekeeping timer, so each response pays no clock or concatenation."""
+        """Server-added response headers (Date, Server, --header) as one block, rebuilt by the
+        housekeeping timer so that each response pays no clock call or concatenation."""
         self.date.refresh()
         if self.config.date_header:
             self.head_extra_block = self.date.value + self.server_header_block
