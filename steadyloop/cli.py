@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from steadyloop import __version__
 from steadyloop.config import ConfigError
@@ -19,8 +19,15 @@ from steadyloop.options import OPTIONS, build_config, parse_env
 EXIT_USAGE = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other usage error; argparse's default prints the whole usage
+        # (thirty lines for this many options) before it.
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="steadyloop",
         description=(
             "Serve an ASGI or WSGI app over HTTP/1.1. With no APP, serves the built-in demo app "

@@ -83,7 +83,8 @@ def detect_interface(app: Any) -> str:
     """'asgi3', 'asgi2' or 'wsgi', from the shape of the callable."""
     if inspect.isclass(app):
         return "asgi2"  # ASGI 2 apps are typically classes instantiated per scope
-    call = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
+    # For an instance, its bound __call__: `self` must not count as a parameter.
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else app.__call__
     if inspect.iscoroutinefunction(call):
         return "asgi3"
     try:

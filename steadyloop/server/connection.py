@@ -101,6 +101,9 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(503, "too many connections")
 
     def data_received(self, data: bytes) -> None:
+        if self.cycle is None and self.head_since is None:
+            # A new head starts arriving: it has --timeout-header-read to be complete.
+            self.head_since = self.state.now
         self.parser.feed(data)
         try:
             self._pump()
@@ -157,8 +160,6 @@ class HttpConnection(asyncio.Protocol):
                     return
                 event = parser.next_event()
                 if event is NEED_DATA:
-                    if cycle is None and self.head_since is None and parser.in_head:
-                        self.head_since = self.state.now
                     return
                 if cycle is None:
                     assert isinstance(event, RequestHead)
@@ -288,6 +289,8 @@ class HttpConnection(asyncio.Protocol):
             return  # the connection is gone already
         self.cycle = None
         self.idle_since = state.now
+        if self.parser.in_head:  # part of the next head is here already: its clock runs
+            self.head_since = state.now
         if (
             not cycle.keep_alive
             or not cycle.body_complete  # unread body still in flight: cannot find the next request
@@ -346,7 +349,7 @@ class HttpConnection(asyncio.Protocol):
             return  # the client left; nothing to answer and nothing the app did wrong
         if exc is not None:
             logger.error(
-                "Exception in ASGI application (%s %s)",
+                "Exception in application (%s %s)",
                 cycle.method,
                 cycle.path,
                 exc_info=(type(exc), exc, exc.__traceback__),
