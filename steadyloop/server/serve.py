@@ -12,12 +12,10 @@ endpoints, file reads), the log writer thread, and the watchdog thread.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +25,10 @@ from steadyloop.asgi.lifespan import Lifespan, LifespanFailed
 from steadyloop.asgi.types import ASGIApp
 from steadyloop.config import Config
 from steadyloop.importing import AppLoadError, asgi2_to_asgi3, detect_interface, load_app
+from steadyloop.observe.heartbeat import Heartbeat
 from steadyloop.observe.inflight import INFLIGHT
+from steadyloop.observe.threadpool import install_thread_pools
+from steadyloop.observe.watchdog import Watchdog
 from steadyloop.server.connection import HttpConnection
 from steadyloop.server.loops import new_event_loop
 from steadyloop.server.sockets import bind_sockets, describe
@@ -36,6 +37,7 @@ from steadyloop.server.state import ServerState
 logger = logging.getLogger("steadyloop.error")
 
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between timeout sweeps and Date refreshes
+LAST_CALL = 0.5  # seconds an idle keep-alive connection may still bring a request at shutdown
 
 EXIT_OK = 0
 EXIT_STARTUP_FAILED = 3
@@ -52,7 +54,12 @@ def resolve_app(config: Config) -> ASGIApp:
             from steadyloop.wsgi.bridge import WSGIBridge  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
             raise AppLoadError("WSGI apps are not supported by this build") from None
-        bridge: ASGIApp = WSGIBridge(app, threads=config.threads)
+        bridge: ASGIApp = WSGIBridge(
+            app,
+            threads=config.threads,
+            block_threshold=config.watchdog.block_threshold,
+            multiprocess=config.worker.workers > 1,
+        )
         return bridge
     result: ASGIApp = app
     return result
@@ -75,6 +82,9 @@ class Server:
         self.on_request_done: Callable[[], None] | None = None
         self.on_started: Callable[[Server], None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Set by a supervisor before serving: the shared slot it reads to tell a stuck loop.
+        self.heartbeat: Heartbeat | None = None
+        self.watchdog: Watchdog | None = None
 
     # -- the whole life ------------------------------------------------------------------------
 
@@ -83,20 +93,25 @@ class Server:
         self._should_exit = asyncio.Event()
         if self._exit_requested.is_set():
             self._should_exit.set()
-        if not await self.startup(sockets):
-            return
+        # The watchdog covers the whole life, lifespan startup and shutdown included.
+        self.watchdog = Watchdog(self.loop, self.config.watchdog, heartbeat=self.heartbeat)
+        self.watchdog.start()
         try:
-            await self._should_exit.wait()
+            if not await self.startup(sockets):
+                return
+            try:
+                await self._should_exit.wait()
+            finally:
+                await self.shutdown()
         finally:
-            await self.shutdown()
+            self.watchdog.stop()
 
     async def startup(self, sockets: list[socket.socket] | None) -> bool:
         config = self.config
         loop = asyncio.get_running_loop()
-        loop.set_default_executor(
-            concurrent.futures.ThreadPoolExecutor(config.threads, thread_name_prefix="steadyloop-sync")
-        )
-        _set_anyio_threads(config.threads)
+        # One --threads for all sync work: the default executor and anyio's limiter (FastAPI
+        # `def` endpoints), both instrumented; the WSGI bridge sizes its own pool the same.
+        install_thread_pools(loop, config.threads, config.watchdog.block_threshold)
         state = ServerState(config=config, app=self.app, loop=loop, access_log=self.access_log)
         state.on_request_done = self.on_request_done
         self.state = state
@@ -131,8 +146,7 @@ class Server:
         for server in self._servers:
             server.close()
         state.shutting_down = True
-        for conn in list(state.connections):
-            conn.shutdown()
+        await self._close_connections(state)
         timeout = self.config.timeouts.graceful_shutdown
         if (state.connections or state.tasks) and not self._force_exit:
             waiter = state.idle_waiter = self.loop.create_future()
@@ -155,6 +169,41 @@ class Server:
         except LifespanFailed as exc:
             logger.error("Application shutdown failed: %s", exc)
             self.exit_code = EXIT_STARTUP_FAILED
+
+    async def _close_connections(self, state: ServerState) -> None:
+        """Busy connections close after their response; idle ones get a last call first.
+
+        Connections the listening socket accepted just before it closed are still
+        being set up (connection_made comes a loop turn or two later): let them
+        register first, or the worker could exit with their requests unread and
+        their clients would see a reset.
+
+        Closing an idle keep-alive connection races with the request its client
+        may be sending on it right now: the client sees "disconnected without a
+        response" (a HUP or --max-requests recycle under load would fail requests).
+        So an idle connection stays open for LAST_CALL seconds: a request that
+        arrives is served, and the connection closes after it (shutting_down);
+        one still idle then is closed, as the keep-alive timeout would.
+        """
+        loop = self.loop
+        assert loop is not None
+        for _ in range(3):
+            await asyncio.sleep(0)
+        idle = False
+        for conn in list(state.connections):
+            if conn.cycle is None and not self._force_exit:
+                idle = True
+            else:
+                conn.shutdown()
+        if not idle:
+            return
+
+        def last_call_over() -> None:
+            for conn in list(state.connections):
+                if conn.cycle is None:
+                    conn.shutdown()
+
+        loop.call_later(min(LAST_CALL, self.config.timeouts.keep_alive), last_call_over)
 
     def _abort_everything(self) -> None:
         state = self.state
@@ -203,22 +252,6 @@ class Server:
             return
         logger.info("received %s: shutting down gracefully", signal.Signals(sig).name)
         self.request_exit()
-
-
-def _set_anyio_threads(threads: int) -> None:
-    """One setting for all sync work: anyio's default limiter (Starlette/FastAPI `def` endpoints)."""
-    anyio = sys.modules.get("anyio")
-    if anyio is None:
-        try:
-            import anyio
-        except ImportError:
-            return
-    try:
-        from anyio import to_thread
-
-        to_thread.current_default_thread_limiter().total_tokens = threads
-    except Exception:  # not in an anyio-compatible context; Starlette will make its own
-        logger.debug("could not set anyio's thread limiter", exc_info=True)
 
 
 # -- one process ------------------------------------------------------------------------------

@@ -1,0 +1,111 @@
+"""WSGIBridge: a WSGI app served as an ASGI 3 app, each request on a bounded thread pool.
+
+    WSGIBridge(app, threads=40)      what `resolve_app` builds for a WSGI app
+
+To the server the bridge is an ordinary ASGI app, so keep-alive, pipelining,
+limits, strict parsing, timeouts and graceful shutdown are the same code
+paths as for ASGI apps. Per request:
+
+    loop:    http scope -> submit a job to the pool -> Exchange.pump: send / receive
+    thread:  build_environ -> app(environ, start_response) -> iterate -> close()
+
+The pool is the bridge's own (`steadyloop.wsgi.pool`, daemon threads, sized
+by `--threads`), not the loop's default executor: the connection sends
+wsgi.file_wrapper files with sendfile on the default executor while the WSGI
+thread waits for it, and one shared pool would deadlock once every thread
+waited for a sendfile that has no thread left to run on.
+
+The bridge also answers the lifespan protocol: startup binds the pool's
+statistics to the loop, shutdown stops the pool's threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from steadyloop.asgi.types import Receive, Scope, Send
+from steadyloop.observe.threadpool import PoolStats, register
+from steadyloop.wsgi.environ import build_environ
+from steadyloop.wsgi.exchange import Exchange
+from steadyloop.wsgi.pool import WorkerPool
+from steadyloop.wsgi.runner import WSGIApp, run
+
+
+class _Label:
+    """Names a request in long-wait reports; formatted only if a report is written."""
+
+    __slots__ = ("method", "path")
+
+    def __init__(self, method: str, path: str) -> None:
+        self.method = method
+        self.path = path
+
+
+class WSGIBridge:
+    def __init__(
+        self,
+        app: WSGIApp,
+        threads: int = 40,
+        *,
+        block_threshold: float = 0.1,
+        multiprocess: bool = False,
+    ) -> None:
+        self.app = app
+        self.multiprocess = multiprocess
+        self.stats = register(PoolStats("wsgi", threads, block_threshold))
+        self.pool = WorkerPool(threads, self.stats)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            # WSGI has no websockets: refuse the handshake (the server answers 403).
+            await receive()
+            await send({"type": "websocket.close", "code": 1000})
+        else:
+            raise RuntimeError(f"WSGI apps cannot serve {kind!r} scopes")
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
+        exchange = Exchange(loop)
+        self.pool.submit(
+            functools.partial(self._job, scope, exchange), _Label(scope["method"], scope["path"])
+        )
+        try:
+            await exchange.pump(receive, send)
+        except BaseException:
+            exchange.abort()  # the thread's next post or read raises Aborted and it moves on
+            raise
+
+    def _job(self, scope: Scope, exchange: Exchange) -> None:
+        if exchange.aborted:
+            return  # cancelled while queued (shutdown gave up on it): do not run the app at all
+        try:
+            environ = build_environ(scope, exchange.read, multiprocess=self.multiprocess)
+        except Exception as exc:  # a bug of ours; still answer the request (500)
+            exchange.fail(exc)
+            return
+        run(self.app, environ, exchange)
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.stats.bind(loop)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message: Any = await receive()
+            if message["type"] == "lifespan.startup":
+                self._bind(asyncio.get_running_loop())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.pool.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

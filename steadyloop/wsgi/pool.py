@@ -1,0 +1,84 @@
+"""The WSGI bridge's pool of threads: at most `--threads` of them, started on demand.
+
+Not a `ThreadPoolExecutor`, for two reasons. Its threads are daemon threads:
+a WSGI view stuck forever (a database that never answers) must not keep the
+process alive after graceful shutdown has given up on it, and the executor
+joins its threads at interpreter exit. And jobs carry a `Ticket`, so the time
+each request spends queued for a thread lands in the pool's `PoolStats`.
+
+Jobs must not raise: the bridge's job catches everything itself. A job that
+does raise is logged here and the thread carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from steadyloop.observe.threadpool import PoolStats, Ticket
+
+logger = logging.getLogger("steadyloop.error")
+
+Job = Callable[[], None]
+
+
+class WorkerPool:
+    def __init__(self, size: int, stats: PoolStats, name: str = "steadyloop-wsgi") -> None:
+        self.size = size
+        self.stats = stats
+        self._name = name
+        self._queue: queue.SimpleQueue[tuple[Ticket, Job] | None] = queue.SimpleQueue()
+        # Released by a thread each time it finishes a job: a job submitted while this is
+        # positive will be picked up by an idle thread, so no new thread is needed.
+        self._idle = threading.Semaphore(0)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, job: Job, label: object = None) -> None:
+        """Queue `job`; `label` (the request) names it in long-wait reports. Never blocks."""
+        if self._closed:
+            raise RuntimeError("the WSGI thread pool is shut down")
+        ticket = self.stats.enqueue(label)
+        self._queue.put((ticket, job))
+        if not self._idle.acquire(blocking=False):
+            self._grow()
+
+    def _grow(self) -> None:
+        with self._lock:
+            n = len(self._threads)
+            if n >= self.size or self._closed:
+                return
+            thread = threading.Thread(target=self._work, name=f"{self._name}-{n + 1}", daemon=True)
+            self._threads.append(thread)
+        thread.start()
+
+    def _work(self) -> None:
+        stats = self.stats
+        get = self._queue.get
+        while True:
+            item = get()
+            if item is None:
+                self._queue.put(None)  # pass the stop on to the next thread
+                return
+            ticket, job = item
+            stats.start(ticket)
+            try:
+                job()
+            except BaseException:
+                logger.exception("unexpected error in a WSGI worker thread")
+            finally:
+                stats.finish()
+            del item, job  # drop the request before waiting for the next one
+            self._idle.release()
+
+    def shutdown(self) -> None:
+        """Stop the threads once queued jobs are done; returns at once (threads are daemons)."""
+        self._closed = True
+        self._queue.put(None)
+
+    @property
+    def threads(self) -> int:
+        return len(self._threads)

@@ -1,0 +1,220 @@
+"""The bridge's parts without a server: wsgi.input, the environ, file_wrapper, pool counters."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import wait_until
+from wsgi.support import Records
+
+from steadyloop.observe.threadpool import PoolStats
+from steadyloop.wsgi.environ import build_environ
+from steadyloop.wsgi.filewrapper import FileWrapper
+from steadyloop.wsgi.input import InputStream
+from steadyloop.wsgi.pool import WorkerPool
+
+
+def stream_of(*chunks: bytes) -> tuple[InputStream, list[int]]:
+    """An InputStream over fixed chunks; the list counts how often the loop was asked."""
+    asked = [0]
+    pending = list(chunks)
+
+    def read_chunk() -> tuple[bytes, bool]:
+        asked[0] += 1
+        chunk = pending.pop(0) if pending else b""
+        return chunk, bool(pending)
+
+    return InputStream(read_chunk), asked
+
+
+def test_read_sizes_cross_chunk_boundaries() -> None:
+    stream, _ = stream_of(b"abc", b"defg", b"h")
+    assert stream.read(2) == b"ab"
+    assert stream.read(4) == b"cdef"
+    assert stream.read(10) == b"gh"
+    assert stream.read(1) == b""
+    assert stream.read() == b""
+
+
+def test_read_asks_the_loop_only_when_short() -> None:
+    stream, asked = stream_of(b"x" * 100, b"y" * 100)
+    assert stream.read(10) == b"x" * 10
+    assert asked[0] == 1
+    assert stream.read(90) == b"x" * 90
+    assert asked[0] == 1  # served from what was already there
+
+
+def test_read_all_and_none() -> None:
+    stream, _ = stream_of(b"ab", b"cd")
+    assert stream.read(None) == b"abcd"
+
+
+def test_readline_with_limits_and_no_trailing_newline() -> None:
+    stream, _ = stream_of(b"one\ntw", b"o\nthree")
+    assert stream.readline() == b"one\n"
+    assert stream.readline(2) == b"tw"
+    assert stream.readline() == b"o\n"
+    assert stream.readline() == b"three"
+    assert stream.readline() == b""
+
+
+def test_readlines_hint_and_iteration() -> None:
+    stream, _ = stream_of(b"a\nb\n", b"c\nd")
+    assert stream.readlines(3) == [b"a\n", b"b\n"]
+    assert list(stream) == [b"c\n", b"d"]
+
+
+def test_no_body_never_asks_the_loop() -> None:
+    def read_chunk() -> tuple[bytes, bool]:
+        raise AssertionError("asked the loop for a body the request does not have")
+
+    stream = InputStream(read_chunk, has_body=False)
+    assert stream.read() == b"" and stream.readline() == b"" and list(stream) == []
+
+
+def test_empty_chunks_with_more_to_come_are_skipped() -> None:
+    stream, _ = stream_of(b"", b"", b"data")
+    assert stream.read(4) == b"data"
+
+
+def _scope(**over: Any) -> dict[str, Any]:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "root_path": "/app",
+        "path": "/app/ünï",
+        "query_string": b"a=%C3%A9",
+        "headers": [
+            (b"host", b"example.com:8443"),
+            (b"content-length", b"4"),
+            (b"content-type", b"text/plain"),
+            (b"accept", b"a"),
+            (b"accept", b"b"),
+            (b"x_smuggled", b"1"),
+        ],
+        "server": ("10.0.0.1", 8443),
+        "client": ("192.0.2.7", 50123),
+    }
+    scope.update(over)
+    return scope
+
+
+def test_environ_from_scope() -> None:
+    env = build_environ(_scope(), lambda: (b"body", False), multiprocess=True)
+    assert env["SCRIPT_NAME"] == "/app"
+    assert env["PATH_INFO"] == "/ünï".encode().decode("latin-1")
+    assert env["QUERY_STRING"] == "a=%C3%A9"
+    assert env["CONTENT_LENGTH"] == "4" and env["CONTENT_TYPE"] == "text/plain"
+    assert env["HTTP_ACCEPT"] == "a,b"
+    assert not any("SMUGGLED" in key for key in env)
+    assert env["SERVER_NAME"] == "10.0.0.1" and env["SERVER_PORT"] == "8443"
+    assert env["REMOTE_ADDR"] == "192.0.2.7" and env["REMOTE_PORT"] == "50123"
+    assert env["wsgi.url_scheme"] == "https" and env["HTTPS"] == "on"
+    assert env["wsgi.multiprocess"] is True
+    assert env["wsgi.input"].read() == b"body"
+
+
+def test_environ_on_a_unix_socket_uses_the_host_header() -> None:
+    env = build_environ(_scope(server=("/tmp/s.sock", None), client=None), lambda: (b"", False))
+    assert env["SERVER_NAME"] == "example.com" and env["SERVER_PORT"] == "8443"
+    assert "REMOTE_ADDR" not in env
+    env = build_environ(
+        _scope(server=None, headers=[(b"host", b"[::1]")], scheme="http"), lambda: (b"", False)
+    )
+    assert env["SERVER_NAME"] == "[::1]" and env["SERVER_PORT"] == "80"
+
+
+def test_wsgi_errors_goes_to_logging() -> None:
+    env = build_environ(_scope(), lambda: (b"", False))
+    with Records("steadyloop.wsgi") as records:
+        env["wsgi.errors"].write("first line\nsecond ")
+        env["wsgi.errors"].writelines(["part\n"])
+        env["wsgi.errors"].write("tail")
+        env["wsgi.errors"].flush()
+    assert records.messages() == ["first line", "second part", "tail"]
+
+
+def test_file_wrapper_sendfile_path(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"z" * 1000)
+    with open(path, "rb") as f:
+        assert FileWrapper(f).sendfile_path() == (str(path), 1000)
+        f.read(1)
+        assert FileWrapper(f).sendfile_path() is None  # not at its start
+    with open(path, "rb") as f:
+        path.rename(tmp_path / "moved.bin")
+        assert FileWrapper(f).sendfile_path() is None  # the name no longer leads to it
+    assert FileWrapper(io.BytesIO(b"abc")).sendfile_path() is None
+    wrapper = FileWrapper(io.BytesIO(b"abcdefg"), 3)
+    assert list(wrapper) == [b"abc", b"def", b"g"]
+    wrapper.close()
+    assert wrapper.filelike.closed
+
+
+def test_pool_stats_report_finished_waits_with_rate_limit() -> None:
+    stats = PoolStats("test", 2, threshold=0.001, report_burst=1, report_interval=3600)
+    with Records("steadyloop.threadpool") as records:
+        for _ in range(3):
+            ticket = stats.enqueue("GET /x")
+            threading.Event().wait(0.005)  # the wait being measured, not a synchronisation
+            stats.start(ticket)
+            stats.finish()
+    assert stats.long_waits == 3 and stats.reports == 1 and stats.suppressed == 2
+    assert len(records.records) == 1
+    message = records.messages()[0]
+    assert message.startswith("GET /x waited ") and "for a worker thread; 1 of 2 busy" in message
+    assert getattr(records.records[0], "threadpool")["pool"] == "test"  # noqa: B009
+    snap = stats.snapshot()
+    assert snap["busy"] == 0 and snap["queued"] == 0 and snap["completed"] == 3
+
+
+def test_pool_stats_report_a_task_still_waiting() -> None:
+    """A pool whose threads are all stuck still says so: the loop's timer sees the oldest waiter."""
+    stats = PoolStats("stuck", 1, threshold=0.02)
+    loop = asyncio.new_event_loop()
+    stats.bind(loop)
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    try:
+        with Records("steadyloop.threadpool") as records:
+            first = stats.enqueue("GET /a")
+            stats.start(first)  # the only thread, never finished
+            waiting = stats.enqueue("GET /b")
+            wait_until(lambda: records.records, timeout=5)
+            assert "GET /b has waited " in records.messages()[0]
+            assert "1 of 1 busy, 1 queued (pool stuck)" in records.messages()[0]
+            stats.finish()
+            stats.start(waiting)  # reported already: not again
+            stats.finish()
+            assert len(records.records) == 1
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        loop.close()
+
+
+def test_worker_pool_survives_a_raising_job() -> None:
+    stats = PoolStats("jobs", 2, threshold=0)
+    pool = WorkerPool(2, stats, name="test-pool")
+    done = threading.Event()
+
+    def bad() -> None:
+        raise RuntimeError("job bug")
+
+    with Records("steadyloop.error") as errors:
+        pool.submit(bad)
+        pool.submit(done.set)
+        assert done.wait(5)
+        wait_until(lambda: stats.completed == 2, timeout=5)
+    assert any("unexpected error" in m for m in errors.messages())
+    assert pool.threads <= 2
+    pool.shutdown()
+    with pytest.raises(RuntimeError):
+        pool.submit(done.set)
