@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 from steadyloop.observe.inflight import INFLIGHT, RequestInfo
+from steadyloop.observe.ratelimit import TokenBucket
 
 logger = logging.getLogger("steadyloop.threadpool")
 
@@ -43,28 +44,6 @@ T = TypeVar("T")
 
 REPORT_BURST = 3  # reports at once ...
 REPORT_INTERVAL = 10.0  # ... then one more every this many seconds
-
-
-class TokenBucket:
-    """`burst` reports at once, then one more every `interval` seconds. Not thread-safe."""
-
-    __slots__ = ("_burst", "_interval", "_stamp", "_tokens")
-
-    def __init__(self, burst: int, interval: float) -> None:
-        self._burst = float(burst)
-        self._interval = interval
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        if self._interval > 0:
-            self._tokens = min(self._burst, self._tokens + (now - self._stamp) / self._interval)
-        self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
 
 class Ticket:

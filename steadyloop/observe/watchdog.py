@@ -43,6 +43,7 @@ from steadyloop.config import WatchdogOptions
 from steadyloop.observe.heartbeat import Heartbeat
 from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.observe.lag import LagHistogram
+from steadyloop.observe.ratelimit import TokenBucket
 from steadyloop.observe.stacks import (
     FrameClassifier,
     FrameKey,
@@ -119,26 +120,6 @@ class _Block:
     running: collections.Counter[Running] = field(default_factory=collections.Counter)
 
 
-class _TokenBucket:
-    """`burst` reports at once, then one more every `interval` seconds."""
-
-    def __init__(self, burst: int, interval: float) -> None:
-        self._burst = float(burst)
-        self._interval = interval
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        if self._interval > 0:
-            self._tokens = min(self._burst, self._tokens + (now - self._stamp) / self._interval)
-        self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
-
 class Watchdog:
     """Heartbeat, lag histogram, block reports and stack dumps for one event loop.
 
@@ -176,7 +157,7 @@ class Watchdog:
         # faulthandler is re-armed at most this often (arming starts a C thread):
         # the dump fires after block_dump_after .. block_dump_after + rearm seconds.
         self._rearm = min(1.0, self._dump_after / 4) if self._dump_after > 0 else 0.0
-        self._bucket = _TokenBucket(report_burst, report_interval)
+        self._bucket = TokenBucket(report_burst, report_interval)
         self._classifier = FrameClassifier()
 
         self.lag = LagHistogram()
