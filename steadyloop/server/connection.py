@@ -218,6 +218,8 @@ class HttpConnection(asyncio.Protocol):
         }
         cycle = RequestCycle(self, scope, head, time.perf_counter() if state.access_log else 0.0)
         self.cycle = cycle
+        if state.shutting_down:  # served in the last call: say the connection ends with it
+            cycle.keep_alive = False
         state.tasks += 1
         coro = state.app(scope, cycle.receive, cycle.send)
         task: asyncio.Task[None]

@@ -262,8 +262,12 @@ def serve_process(
     sockets: list[socket.socket] | None = None,
     *,
     on_started: Callable[[Server], None] | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> int:
-    """Run one serving process to the end and return its exit code."""
+    """Run one serving process to the end and return its exit code.
+
+    `heartbeat`: a supervisor's shared slot, stamped by the loop (via the watchdog).
+    """
     pipeline = _setup_logging(config)
     try:
         try:
@@ -274,6 +278,7 @@ def serve_process(
         if pipeline is not None:
             pipeline.adopt_handlers()
         server = Server(config, app)
+        server.heartbeat = heartbeat
         server.access_log = _make_access_log(config, pipeline)
         loop = new_event_loop(config.loop)
         asyncio.set_event_loop(loop)

@@ -1,0 +1,135 @@
+"""steadyloop as a gunicorn worker class, for teams that keep gunicorn as their supervisor.
+
+    gunicorn -k steadyloop.workers.SteadyloopWorker -w 4 -b 0.0.0.0:8000 myapp:app
+
+gunicorn binds, forks, counts and replaces workers; each worker runs a whole
+steadyloop server (its own loop, thread pool, non-blocking log pipeline and
+watchdog) on gunicorn's listening sockets. What the worker honours of gunicorn:
+
+- the heartbeat: `notify()` is called from a timer on the worker's event loop,
+  so gunicorn's --timeout measures a stuck *loop*, not a stuck thread;
+- --timeout's SIGABRT: faulthandler dumps every thread's stack to stderr
+  (the stuck frame included), and gunicorn's SIGKILL follows;
+- TERM: graceful stop within --graceful-timeout; INT and QUIT: the same, and a
+  second INT or QUIT forces it (gunicorn calls these "quick shutdown"; its
+  worker_int hook is not called);
+- --max-requests / --max-requests-jitter: drain and exit, gunicorn replaces us;
+- --keep-alive, --graceful-timeout, --limit-request-*, --forwarded-allow-ips,
+  --threads (when above 1), --log-level; our access log is written only when
+  gunicorn's --access-logfile is set (in steadyloop's format, to stdout);
+- USR1 reopens log files (gunicorn's handler); a parent that changed (the
+  master died) makes the worker stop.
+
+Subclass and set `CONFIG_KWARGS` (steadyloop option names, as for
+`steadyloop.run`) to change anything else, e.g. `{"loop": "asyncio"}`.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from gunicorn.workers.base import Worker
+
+from steadyloop.config import Config
+from steadyloop.options import build_config
+from steadyloop.server.serve import Server, serve_process
+
+logger = logging.getLogger("steadyloop.error")
+
+NOTIFY_PERIOD_MAX = 1.0  # seconds; gunicorn's --timeout is whole seconds
+
+
+class SteadyloopWorker(Worker):  # type: ignore[misc]  # gunicorn has no type hints
+    CONFIG_KWARGS: dict[str, Any] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config: Config = build_config(None, self._options())
+
+    def _options(self) -> dict[str, Any]:
+        cfg = self.cfg
+        options: dict[str, Any] = {
+            "timeout_keep_alive": float(cfg.keepalive) if cfg.keepalive > 0 else 5.0,
+            "timeout_graceful_shutdown": float(cfg.graceful_timeout),
+            "log_level": str(cfg.loglevel).lower(),
+            "access_log": cfg.accesslog is not None,
+            # gunicorn's 0 means "no limit"; ours must be a number: the largest head we allow.
+            "limit_request_line": cfg.limit_request_line or 65536,
+            "limit_request_fields": cfg.limit_request_fields or 32768,
+            "limit_request_field_size": cfg.limit_request_field_size or 65536,
+            "forwarded_allow_ips": _ips(cfg.forwarded_allow_ips),
+        }
+        if cfg.threads > 1:
+            options["threads"] = cfg.threads
+        options.update(self.CONFIG_KWARGS)
+        return options
+
+    # -- gunicorn's hooks ----------------------------------------------------------------------
+
+    def init_signals(self) -> None:
+        """Signals are the event loop's (serve_process installs TERM and INT there);
+        gunicorn's own handlers would run Python code between bytecodes of a stuck loop."""
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR1, self.handle_usr1)
+        # gunicorn's --timeout sends SIGABRT before SIGKILL: faulthandler says where the
+        # loop is stuck (every thread's stack, to stderr), then the worker dies of the
+        # SIGABRT. (SIGABRT can only be had with enable(), which covers SIGSEGV & co too.)
+        faulthandler.enable(file=2, all_threads=True)
+
+    def run(self) -> None:
+        config = self.config.replace(app=self.wsgi)
+        sockets = [listener.sock for listener in self.sockets]
+        code = serve_process(config, sockets, on_started=self._on_started)
+        if code:
+            sys.exit(code)  # gunicorn reads 3 (startup failed) as "worker failed to boot"
+
+    # -- inside the running worker --------------------------------------------------------------
+
+    def _on_started(self, server: Server) -> None:
+        loop = server.loop
+        state = server.state
+        assert loop is not None and state is not None
+        period = min(NOTIFY_PERIOD_MAX, self.timeout / 4) if self.timeout else NOTIFY_PERIOD_MAX
+
+        def beat() -> None:
+            self.notify()  # from the loop itself: a stuck loop stops notifying
+            if os.getppid() != self.ppid:
+                logger.warning("worker %d: the gunicorn master is gone, shutting down", os.getpid())
+                server.request_exit()
+                return
+            loop.call_later(period, beat)
+
+        beat()
+
+        # INT is the server's own (a second one forces); QUIT means the same to gunicorn.
+        loop.add_signal_handler(signal.SIGQUIT, server._on_signal, signal.SIGINT)
+
+        if self.max_requests < sys.maxsize:
+            previous = state.on_request_done
+            limit = self.max_requests
+            fired = False
+
+            def on_request_done() -> None:
+                nonlocal fired
+                if previous is not None:
+                    previous()
+                if state.requests >= limit and not fired:
+                    fired = True
+                    logger.info(
+                        "worker %d: %d requests served, restarting (--max-requests)", os.getpid(), limit
+                    )
+                    server.request_exit()
+
+            state.on_request_done = on_request_done
+
+
+def _ips(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return tuple(str(v) for v in value)
