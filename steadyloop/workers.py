@@ -108,7 +108,7 @@ class SteadyloopWorker(Worker):  # type: ignore[misc]  # gunicorn has no type hi
         beat()
 
         # INT is the server's own (a second one forces); QUIT means the same to gunicorn.
-        loop.add_signal_handler(signal.SIGQUIT, server._on_signal, signal.SIGINT)
+        loop.add_signal_handler(signal.SIGQUIT, server.handle_signal, signal.SIGINT)
 
         if self.max_requests < sys.maxsize:
             previous = state.on_request_done

@@ -235,12 +235,12 @@ class Server:
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            loop.add_signal_handler(signal.SIGTERM, self._on_signal, signal.SIGTERM)
-            loop.add_signal_handler(signal.SIGINT, self._on_signal, signal.SIGINT)
+            loop.add_signal_handler(signal.SIGTERM, self.handle_signal, signal.SIGTERM)
+            loop.add_signal_handler(signal.SIGINT, self.handle_signal, signal.SIGINT)
         except (NotImplementedError, RuntimeError):  # not the main thread, or no signals
             pass
 
-    def _on_signal(self, sig: int) -> None:
+    def handle_signal(self, sig: int) -> None:
         if self._exit_requested.is_set() and sig == signal.SIGINT:
             # A second Ctrl+C: stop waiting for in-flight requests.
             logger.warning("second SIGINT: forcing exit")
