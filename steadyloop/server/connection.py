@@ -313,7 +313,7 @@ class HttpConnection(asyncio.Protocol):
         assert self.state.access_log is not None
         client = self.client
         self.state.access_log.log(
-            f"{client[0]}:{client[1]}" if client else "-",
+            f"{client[0]}:{client[1]}" if client else "-",  # as uvicorn shows it
             cycle.method,
             cycle.target.decode("latin-1"),
             cycle.head.http_version,

@@ -19,14 +19,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from steadyloop.asgi.lifespan import Lifespan, LifespanFailed
 from steadyloop.asgi.types import ASGIApp
 from steadyloop.config import Config
 from steadyloop.importing import AppLoadError, asgi2_to_asgi3, detect_interface, load_app
+from steadyloop.observe.access import AccessLog
 from steadyloop.observe.heartbeat import Heartbeat
 from steadyloop.observe.inflight import INFLIGHT
+from steadyloop.observe.logsetup import LogPipeline, setup_logging
 from steadyloop.observe.threadpool import install_thread_pools
 from steadyloop.observe.watchdog import Watchdog
 from steadyloop.server.connection import HttpConnection
@@ -78,7 +79,8 @@ class Server:
         self._servers: list[asyncio.AbstractServer] = []
         self._housekeeping: asyncio.TimerHandle | None = None
         self.state: ServerState | None = None
-        self.access_log: Any = None
+        self.access_log: AccessLog | None = None
+        self.log_pipeline: LogPipeline | None = None
         self.on_request_done: Callable[[], None] | None = None
         self.on_started: Callable[[Server], None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -119,6 +121,9 @@ class Server:
         self.lifespan = Lifespan(self.app, config.lifespan, state.lifespan_state)
         try:
             await self.lifespan.startup()
+            if self.log_pipeline is not None:
+                # Handlers the app set up in its startup go behind the queue too.
+                self.log_pipeline.adopt_handlers()
         except LifespanFailed as exc:
             logger.error("Application startup failed: %s", exc)
             self.exit_code = EXIT_STARTUP_FAILED
@@ -268,16 +273,16 @@ def serve_process(
 
     `heartbeat`: a supervisor's shared slot, stamped by the loop (via the watchdog).
     """
-    pipeline = _setup_logging(config)
+    pipeline = setup_logging(config.log)
     try:
         try:
             app = resolve_app(config)
         except AppLoadError as exc:
             logger.error("%s", exc)
             return 1
-        if pipeline is not None:
-            pipeline.adopt_handlers()
+        pipeline.adopt_handlers()
         server = Server(config, app)
+        server.log_pipeline = pipeline
         server.heartbeat = heartbeat
         server.access_log = _make_access_log(config, pipeline)
         loop = new_event_loop(config.loop)
@@ -288,8 +293,7 @@ def serve_process(
             _close_loop(loop)
         return server.exit_code
     finally:
-        if pipeline is not None:
-            pipeline.shutdown(config.log.drain_timeout)
+        pipeline.shutdown(config.log.drain_timeout)
 
 
 async def _serve_with_signals(
@@ -316,21 +320,7 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
         loop.close()
 
 
-def _setup_logging(config: Config) -> Any:
-    try:
-        from steadyloop.observe.logsetup import setup_logging  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        level = config.log.level.upper()
-        logging.basicConfig(level=5 if level == "TRACE" else level, format="%(levelname)s: %(message)s")
-        return None
-    return setup_logging(config.log)
-
-
-def _make_access_log(config: Config, pipeline: Any) -> Any:
+def _make_access_log(config: Config, pipeline: LogPipeline) -> AccessLog | None:
     if not config.log.access_log:
-        return None
-    try:
-        from steadyloop.observe.access import AccessLog  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
         return None
     return AccessLog(pipeline, config.log.access_log_format)

@@ -1,0 +1,246 @@
+"""Logging for one worker process: configure, put every handler behind the queue, drain.
+
+`setup_logging(options)` is called once in each process that serves (after
+any fork), before the app is imported:
+
+1. The server's loggers get their defaults, like uvicorn's: "steadyloop" (and
+   so "steadyloop.error" and every other "steadyloop.*" logger) writes to
+   stderr, "steadyloop.access" writes bare lines to stdout. Neither propagates
+   to the root logger.
+2. `--log-config` is applied: dictConfig from JSON or YAML, or an INI file
+   (fileConfig), as uvicorn does.
+3. `--log-level` sets the level of "steadyloop" ("trace" is level 5).
+4. Unless `--log-sync`: every handler moves behind the queue, the writer thread
+   starts, and the queue is drained at interpreter exit (atexit) and on SIGTERM
+   when nothing else handles SIGTERM.
+
+The returned `LogPipeline` is what the server keeps: `adopt_handlers()` after
+importing the app and after lifespan startup, `shutdown()` at the end,
+`dropped()` for metrics.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import logging.config
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from steadyloop.config import ConfigError, LogOptions
+from steadyloop.observe.logadopt import Adopter
+from steadyloop.observe.logqueue import CLOSED, LogQueue
+from steadyloop.observe.logsink import write_without_blocking
+from steadyloop.observe.logwriter import Writer
+
+TRACE = 5
+SERVER_LOGGER = "steadyloop"
+ERROR_LOGGER = "steadyloop.error"
+ACCESS_LOGGER = "steadyloop.access"
+
+SERVER_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+ACCESS_FORMAT = "%(message)s"
+_DEFAULT_ATTR = "_steadyloop_default"
+
+PutFn = Callable[[Any, Any, int, str, int], bool]
+
+
+class LogPipeline:
+    """One process's logging: the queue, its writer thread, and what was adopted."""
+
+    def __init__(self, options: LogOptions) -> None:
+        self.options = options
+        self.sync = options.sync
+        self._queue: LogQueue | None = None
+        self._adopter: Adopter | None = None
+        self._closed = False
+        self._previous_sigterm: Any = None
+        if not self.sync:
+            self._queue = LogQueue(
+                Writer(),
+                max_records=options.queue_records,
+                max_bytes=options.queue_bytes,
+                overflow=options.overflow,
+                on_tick=self._on_writer_tick,
+            )
+            self._adopter = Adopter(self._queue)
+
+    def start(self) -> None:
+        if self._queue is None or self._adopter is None:
+            return
+        self._adopter.install_hook()
+        self._adopter.adopt_all()
+        self._queue.start()
+        atexit.register(self._at_exit)
+        self._drain_on_sigterm()
+
+    # -- what the server calls ---------------------------------------------------------
+
+    def adopt_handlers(self) -> None:
+        """Move handlers attached since the last call (by the app, at import or in
+        lifespan startup) behind the queue; keep the server's own loggers enabled
+        even if the app's dictConfig disabled "existing loggers"."""
+        _keep_server_loggers_enabled(self.options.access_log)
+        if self._adopter is not None and self._queue is not None and self._queue.state == "open":
+            self._adopter.adopt_all()
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Drain the queue within `timeout` (default: options.drain_timeout). Idempotent.
+
+        What could not be written by then is counted on stderr, and later
+        records are counted and discarded (the sink is stuck). After a full
+        drain, handlers are put back and logging is synchronous again.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self._at_exit)
+        self._restore_sigterm()
+        if self._queue is None or self._adopter is None:
+            return
+        deadline = self.options.drain_timeout if timeout is None else timeout
+        undelivered, notices = self._queue.close(deadline)
+        lines = [f"{text}\n" for text in notices]
+        if undelivered:
+            noun = "record" if undelivered == 1 else "records"
+            lines.append(
+                f"steadyloop: {undelivered} log {noun} could not be written within "
+                f"{deadline:g} s at shutdown (the log sink was blocked)\n"
+            )
+        if lines:
+            write_without_blocking(2, "".join(lines))
+        if self._queue.state == CLOSED:
+            self._adopter.release_all()
+
+    def dropped(self) -> dict[str, int]:
+        """Records dropped because the queue was full, per level name, since start."""
+        return self._queue.dropped() if self._queue is not None else {}
+
+    def lost(self) -> int:
+        """Records accepted but never written (write errors, shutdown deadline)."""
+        return self._queue.lost() if self._queue is not None else 0
+
+    def pending(self) -> int:
+        """Records accepted and not yet written."""
+        return self._queue.pending() if self._queue is not None else 0
+
+    @property
+    def access_put(self) -> PutFn | None:
+        """The queue's put(), for the access log; None when logging is synchronous."""
+        return self._queue.put if self._queue is not None else None
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _on_writer_tick(self) -> None:
+        # On the writer thread, about once a second: catch handlers that were put
+        # straight into a `handlers` list, bypassing addHandler.
+        if self._adopter is not None:
+            self._adopter.adopt_all()
+
+    def _at_exit(self) -> None:
+        self.shutdown()
+
+    def _drain_on_sigterm(self) -> None:
+        """Without a SIGTERM handler the process dies at once and the queue with it.
+        Where nobody handles SIGTERM, turn it into SystemExit so atexit drains.
+        (The server installs its own handling and calls shutdown() itself.)"""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        self._previous_sigterm = signal.SIG_DFL
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+    def _restore_sigterm(self) -> None:
+        if self._previous_sigterm is None:
+            return
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is _exit_on_sigterm
+        ):
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        self._previous_sigterm = None
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+_CURRENT: LogPipeline | None = None
+
+
+def setup_logging(options: LogOptions) -> LogPipeline:
+    """Configure logging for this process and start the pipeline. See the module doc."""
+    global _CURRENT
+    if _CURRENT is not None:
+        _CURRENT.shutdown()
+        _CURRENT = None
+    logging.addLevelName(TRACE, "TRACE")
+    _install_server_defaults()
+    if options.config_file:
+        load_config_file(options.config_file)
+    logging.getLogger(SERVER_LOGGER).setLevel(level_number(options.level))
+    _keep_server_loggers_enabled(options.access_log)
+    pipeline = LogPipeline(options)
+    pipeline.start()
+    _CURRENT = pipeline
+    return pipeline
+
+
+def level_number(name: str) -> int:
+    if name.lower() == "trace":
+        return TRACE
+    number = logging.getLevelName(name.upper())
+    if not isinstance(number, int):
+        raise ConfigError(f"unknown log level {name!r}")
+    return number
+
+
+def load_config_file(path: str) -> None:
+    """Apply a logging config: .json / .yaml / .yml as dictConfig, anything else as INI."""
+    lowered = path.lower()
+    try:
+        if lowered.endswith(".json"):
+            with open(path, encoding="utf-8") as f:
+                logging.config.dictConfig(json.load(f))
+        elif lowered.endswith((".yaml", ".yml")):
+            import yaml  # only needed for YAML configs
+
+            with open(path, encoding="utf-8") as f:
+                logging.config.dictConfig(yaml.safe_load(f))
+        else:
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except Exception as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"--log-config {path}: {detail}") from exc
+
+
+def _install_server_defaults() -> None:
+    server = logging.getLogger(SERVER_LOGGER)
+    access = logging.getLogger(ACCESS_LOGGER)
+    defaults = ((server, sys.stderr, SERVER_FORMAT), (access, sys.stdout, ACCESS_FORMAT))
+    for lg, stream, fmt in defaults:
+        for old in [h for h in lg.handlers if getattr(h, _DEFAULT_ATTR, False)]:
+            lg.removeHandler(old)
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter(fmt))
+        setattr(handler, _DEFAULT_ATTR, True)
+        lg.addHandler(handler)
+        lg.propagate = False
+    logging.getLogger(ERROR_LOGGER).propagate = True
+
+
+def _keep_server_loggers_enabled(access_log: bool) -> None:
+    """dictConfig's disable_existing_loggers would silence the server; undo that."""
+    manager = logging.Logger.manager
+    for name, lg in list(manager.loggerDict.items()):
+        if isinstance(lg, logging.Logger) and (
+            name == SERVER_LOGGER or name.startswith(SERVER_LOGGER + ".")
+        ):
+            lg.disabled = False
+    logging.getLogger(ACCESS_LOGGER).disabled = not access_log
