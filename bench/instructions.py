@@ -1,0 +1,170 @@
+"""Instructions per request, counted by callgrind: a hot-path A/B that noise cannot move.
+
+On a shared 2-core machine requests/s moves by 20% from one run to the next.
+Instruction counts do not: valgrind counts every user-space instruction the
+server process executes, whatever else the machine is doing. The kernel's
+share (recv, send, epoll) is not counted, so the wall-clock ratio between two
+servers is smaller than the instruction ratio; use this to compare two
+versions of steadyloop's hot path, or steadyloop with uvicorn on the Python
+side, and bench/run.py for the wall-clock truth.
+
+Method: each server runs under `valgrind --tool=callgrind` twice, serving a
+small and a large number of keep-alive requests (8 connections, one request in
+flight on each); the difference divided by the difference in requests cancels
+start-up and shutdown.
+
+    python bench/instructions.py                         # steadyloop and uvicorn, raw ASGI hello
+    python bench/instructions.py --servers steadyloop --app bench.apps:hello
+    python bench/instructions.py --app bench.apps:fastapi_app --path /json
+
+Needs valgrind (apt-get install valgrind). Takes about a minute per server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTIONS = 8
+
+
+def server_command(server: str, app: str, port: int, extra: list[str]) -> list[str]:
+    py = sys.executable
+    if server == "steadyloop":
+        return [
+            py,
+            "-m",
+            "steadyloop",
+            app,
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            *extra,
+        ]
+    if server == "uvicorn":
+        return [
+            py,
+            "-m",
+            "uvicorn",
+            app,
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            *extra,
+        ]
+    raise SystemExit(f"unknown server {server!r}")
+
+
+def _response_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    raise SystemExit("the app must answer with a Content-Length (the client counts bytes)")
+
+
+def drive(port: int, requests: int, path: str, deadline: float) -> None:
+    """Send `requests` GETs over CONNECTIONS keep-alive connections, one in flight on each."""
+    while True:
+        try:
+            socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(CONNECTIONS)]
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)  # valgrind takes seconds to start the server; nothing to wait on
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    buffers = [b""] * CONNECTIONS
+    done = 0
+    while done < requests:
+        for sock in socks:
+            sock.sendall(request)
+        for i, sock in enumerate(socks):
+            buf = buffers[i]
+            while True:
+                end = buf.find(b"\r\n\r\n")
+                if end != -1:
+                    total = end + 4 + _response_length(buf[:end])
+                    if len(buf) >= total:
+                        buffers[i] = buf[total:]
+                        break
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise SystemExit("server closed the connection")
+                buf += chunk
+        done += CONNECTIONS
+    for sock in socks:
+        sock.close()
+
+
+def count(server: str, app: str, path: str, requests: int, extra: list[str]) -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        proc = subprocess.Popen(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                *server_command(server, app, port, extra),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        try:
+            drive(port, requests, path, time.monotonic() + 120)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=120)
+        match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
+        if match is None:
+            raise SystemExit(f"no totals in callgrind output for {server}")
+        return int(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--servers", default="steadyloop,uvicorn")
+    parser.add_argument("--app", default="bench.apps:hello")
+    parser.add_argument("--path", default="/")
+    parser.add_argument("--small", type=int, default=800)
+    parser.add_argument("--large", type=int, default=4800)
+    parser.add_argument("--steadyloop-args", default="", help="extra flags for steadyloop, quoted")
+    args = parser.parse_args()
+    results = {}
+    for server in args.servers.split(","):
+        extra = args.steadyloop_args.split() if server == "steadyloop" else []
+        small = count(server, args.app, args.path, args.small, extra)
+        large = count(server, args.app, args.path, args.large, extra)
+        per_request = (large - small) / (args.large - args.small)
+        results[server] = per_request
+        print(f"{server:12s} {per_request:10,.0f} instructions per request ({args.app} {args.path})")
+    if "steadyloop" in results and "uvicorn" in results:
+        print(f"uvicorn / steadyloop: {results['uvicorn'] / results['steadyloop']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
