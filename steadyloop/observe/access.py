@@ -98,8 +98,17 @@ class AccessLog:
         if not self._logger.isEnabledFor(logging.INFO):
             return
         fields: Fields = (
-            time.time(), client, method, target, http_version, status, bytes_sent,
-            duration, request_id, request_headers, response_headers,
+            time.time(),
+            client,
+            method,
+            target,
+            http_version,
+            status,
+            bytes_sent,
+            duration,
+            request_id,
+            request_headers,
+            response_headers,
         )
         put = self._put
         if put is None or not put(self, fields, logging.INFO, "INFO", 512):

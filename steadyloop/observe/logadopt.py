@@ -197,9 +197,7 @@ def render_captured_exception(record: logging.LogRecord) -> None:
 
 
 def wants_queue(handler: logging.Handler) -> bool:
-    return not (
-        isinstance(handler, (QueuedHandler, *_NEVER_WRAP)) or getattr(handler, SYNC_ATTR, False)
-    )
+    return not (isinstance(handler, (QueuedHandler, *_NEVER_WRAP)) or getattr(handler, SYNC_ATTR, False))
 
 
 class Adopter:
@@ -227,8 +225,7 @@ class Adopter:
         with _LOGGING_LOCK:
             loggers: list[logging.Logger] = [logging.getLogger()]
             loggers.extend(
-                lg for lg in logging.Logger.manager.loggerDict.values()
-                if isinstance(lg, logging.Logger)
+                lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
             )
             for lg in loggers:
                 handlers = lg.handlers
@@ -256,8 +253,7 @@ class Adopter:
                 setattr(logging.Logger, "addHandler", _ORIGINAL_ADD_HANDLER)  # noqa: B010
             loggers: list[logging.Logger] = [logging.getLogger()]
             loggers.extend(
-                lg for lg in logging.Logger.manager.loggerDict.values()
-                if isinstance(lg, logging.Logger)
+                lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
             )
             for lg in loggers:
                 handlers = lg.handlers

@@ -154,9 +154,7 @@ class LogQueue:
                 low = levelno < LOW_PRIORITY_BELOW
                 max_r = self._low_records if low else self._max_records
                 max_b = self._low_bytes if low else self._max_bytes
-                if self._records == 0 or (
-                    self._records + 1 <= max_r and self._bytes + size <= max_b
-                ):
+                if self._records == 0 or (self._records + 1 <= max_r and self._bytes + size <= max_b):
                     return True
                 # Woken by the writer whenever it frees room; the timeout only
                 # guards against a writer that died.
@@ -199,9 +197,7 @@ class LogQueue:
                 return
             # A daemon thread: a writer stuck on a dead sink must not keep the
             # process alive; close() gives it a deadline to drain first.
-            self._thread = threading.Thread(
-                target=self._run, name="steadyloop-log-writer", daemon=True
-            )
+            self._thread = threading.Thread(target=self._run, name="steadyloop-log-writer", daemon=True)
             self._thread.start()
 
     def close(self, timeout: float) -> tuple[int, list[str]]:

@@ -239,8 +239,6 @@ def _keep_server_loggers_enabled(access_log: bool) -> None:
     """dictConfig's disable_existing_loggers would silence the server; undo that."""
     manager = logging.Logger.manager
     for name, lg in list(manager.loggerDict.items()):
-        if isinstance(lg, logging.Logger) and (
-            name == SERVER_LOGGER or name.startswith(SERVER_LOGGER + ".")
-        ):
+        if isinstance(lg, logging.Logger) and (name == SERVER_LOGGER or name.startswith(SERVER_LOGGER + ".")):
             lg.disabled = False
     logging.getLogger(ACCESS_LOGGER).disabled = not access_log

@@ -81,9 +81,7 @@ class Writer:
             sink.abandoned = True
 
     def write_notice(self, target: Any, message: str) -> None:
-        record = logging.LogRecord(
-            "steadyloop.error", logging.WARNING, __file__, 0, message, None, None
-        )
+        record = logging.LogRecord("steadyloop.error", logging.WARNING, __file__, 0, message, None, None)
         if isinstance(target, logging.Handler):
             self._to_handler(target, record)
         else:
