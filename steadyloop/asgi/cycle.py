@@ -14,6 +14,9 @@ import asyncio
 import itertools
 import logging
 import os
+import select
+import threading
+import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -90,6 +93,7 @@ class RequestCycle:
     content_left = -1
     bytes_sent = 0
     _request_id: str | None = None
+    sendfile_job: _SendfileJob | None = None  # set while a pathsend is on a pool thread
 
     def __init__(self, conn: Connection, scope: Scope, head: RequestHead, started_at: float) -> None:
         self.conn = conn
@@ -136,6 +140,8 @@ class RequestCycle:
 
     def on_disconnect(self) -> None:
         self.disconnected = True
+        if self.sendfile_job is not None:
+            self.sendfile_job.stop.set()
         self._wake()
 
     def _wake(self) -> None:
@@ -166,9 +172,14 @@ class RequestCycle:
             return _DISCONNECT
         if not self.chunks and not self.body_complete:
             if self.expect_continue and not self.continue_sent:
-                # "100 Continue" only once the app asks for the body -- RFC 9110 §10.1.1
                 self.continue_sent = True
-                self.conn.write(_CONTINUE)
+                if not self.head_written:
+                    # "100 Continue" only once the app asks for the body -- RFC 9110 §10.1.1
+                    self.conn.write(_CONTINUE)
+                else:
+                    # Too late for an interim response: the client may never send the body,
+                    # and this connection cannot be trusted for another request.
+                    self.keep_alive = False
             while not self.chunks and not self.body_complete and not self.disconnected:
                 await self._wait()
             if self.disconnected and not self.chunks:
@@ -338,14 +349,28 @@ class RequestCycle:
                 if head:
                     self.conn.write(head)
                 if self.framing == FRAMING_LENGTH:
+                    if size != self.content_left:
+                        # The file changed since the app measured it. Never send more than
+                        # announced: the extra bytes would read as the next response.
+                        logger.error(
+                            "pathsend %s: file is %d bytes, Content-Length says %d",
+                            path,
+                            size,
+                            self.content_left,
+                        )
+                        self.keep_alive = False
+                        size = min(size, self.content_left)
                     self.content_left -= size
-                self.bytes_sent += size
-                await self._sendfile(file, size)
+                sent = await self._sendfile(file, size)
+                self.bytes_sent += sent
+                if sent < size:
+                    self.keep_alive = False  # short file: the client must not wait for more
         self.response_complete = True
         self._wake()
         self.conn.response_complete(self)
 
-    async def _sendfile(self, file: Any, size: int) -> None:
+    async def _sendfile(self, file: Any, size: int) -> int:
+        """Send `size` bytes of `file`; returns how many went out."""
         transport = self.conn.transport
         # Let the transport's own buffer drain first: setting both marks to zero makes it call
         # pause_writing while anything is buffered, and resume_writing when empty.
@@ -359,12 +384,21 @@ class RequestCycle:
             raise ClientDisconnected("client disconnected")
         sock = transport.get_extra_info("socket")
         if sock is None or not hasattr(os, "sendfile"):
-            await self._copy_file(file, size)
-            return
-        fd = sock.fileno()
-        await self.conn.loop.run_in_executor(None, _blocking_sendfile, fd, file.fileno(), size)
+            return await self._copy_file(file, size)
+        # The pool thread works on its own duplicates of both descriptors and stops when told:
+        # if this request ends first (cancelled, client gone), the numbers of the originals may
+        # be reused by another connection at once.
+        job = _SendfileJob(os.dup(sock.fileno()), os.dup(file.fileno()), size)
+        self.sendfile_job = job
+        try:
+            return await self.conn.loop.run_in_executor(None, job.run)
+        except OSError as exc:
+            raise ClientDisconnected(f"client went away during sendfile: {exc}") from None
+        finally:
+            job.stop.set()
+            self.sendfile_job = None
 
-    async def _copy_file(self, file: Any, size: int) -> None:
+    async def _copy_file(self, file: Any, size: int) -> int:
         loop = self.conn.loop
         left = size
         while left > 0:
@@ -377,19 +411,42 @@ class RequestCycle:
                 await self.conn.drain()
             if self.disconnected:
                 raise ClientDisconnected("client disconnected")
+        return size - left
 
 
-def _blocking_sendfile(sock_fd: int, file_fd: int, size: int) -> None:
-    """Runs on a pool thread: the socket is non-blocking, so wait for it with select."""
-    import select
+class _SendfileJob:
+    """os.sendfile on a pool thread, over duplicated descriptors that it closes itself."""
 
-    offset = 0
-    while offset < size:
+    # A client that takes nothing for this long gives up its pool thread.
+    STALL_LIMIT = 60.0
+
+    def __init__(self, sock_fd: int, file_fd: int, size: int) -> None:
+        self.sock_fd = sock_fd
+        self.file_fd = file_fd
+        self.size = size
+        self.stop = threading.Event()  # set when the request ends, whatever the reason
+
+    def run(self) -> int:
+        poller = select.poll()  # not select(): descriptors above 1024 are common in a busy worker
+        poller.register(self.sock_fd, select.POLLOUT)
+        offset = 0
+        stalled_since = time.monotonic()
         try:
-            sent = os.sendfile(sock_fd, file_fd, offset, min(size - offset, _SENDFILE_CHUNK * 8))
-        except BlockingIOError:
-            select.select([], [sock_fd], [], 1.0)
-            continue
-        if sent == 0:
-            break
-        offset += sent
+            while offset < self.size and not self.stop.is_set():
+                try:
+                    sent = os.sendfile(
+                        self.sock_fd, self.file_fd, offset, min(self.size - offset, _SENDFILE_CHUNK * 8)
+                    )
+                except BlockingIOError:
+                    if time.monotonic() - stalled_since > self.STALL_LIMIT:
+                        raise TimeoutError("client read nothing for a minute") from None
+                    poller.poll(250)  # milliseconds; short, so that `stop` is noticed
+                    continue
+                if sent == 0:
+                    break  # the file is shorter than it was
+                offset += sent
+                stalled_since = time.monotonic()
+            return offset
+        finally:
+            os.close(self.sock_fd)
+            os.close(self.file_fd)

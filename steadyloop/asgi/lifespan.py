@@ -64,6 +64,8 @@ class Lifespan:
         }
         try:
             await self.app(scope, self._receive, self._send)
+            if self._took_part and not self._startup_done.is_set():
+                self._error = "the app returned without completing lifespan startup"
         except BaseException as exc:
             if not self._took_part and self.mode == "auto":
                 self._unsupported = True

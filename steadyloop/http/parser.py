@@ -299,7 +299,9 @@ class RequestParser:
             parser.should_keep_alive() and not upgrade,
             self._content_length,
             self._te,
-            self._expect_continue,
+            # "A server that receives a 100-continue expectation in an HTTP/1.0 request MUST
+            # ignore that expectation" -- RFC 9110 §10.1.1
+            self._expect_continue and version == "1.1",
             upgrade,
             self._forwarded,
         )

@@ -141,6 +141,9 @@ def build_head(
             if kind == _CONTENT_LENGTH:
                 if not value.isdigit():
                     raise ResponseError(f"invalid Content-Length {value!r}")
+                if content_length >= 0 and int(value) != content_length:
+                    # A proxy might frame by the other one: a response split in two.
+                    raise ResponseError("conflicting Content-Length headers")
                 content_length = int(value)
             elif kind == _TRANSFER_ENCODING:
                 continue  # framing is the server's job; an app's TE would lie about the body

@@ -113,10 +113,9 @@ class HttpConnection(asyncio.Protocol):
             self._fatal("error while reading a request")
 
     def eof_received(self) -> bool | None:
-        # The client half-closed. A request still being answered may finish; an idle
-        # connection simply ends.
-        if self.cycle is None:
-            self.transport.close()
+        # A FIN from the client. A half-closing client that still reads looks the same as one
+        # that has gone away; like most servers we take it as gone (returning None lets the
+        # transport close), so that an app waiting in receive() hears http.disconnect.
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -162,9 +161,9 @@ class HttpConnection(asyncio.Protocol):
                 if event is NEED_DATA:
                     return
                 if cycle is None:
-                    assert isinstance(event, RequestHead)
                     if self.closing:
                         return
+                    assert isinstance(event, RequestHead)
                     self._start_request(event)
                 elif event is END_OF_MESSAGE:
                     cycle.end_body()
@@ -179,8 +178,7 @@ class HttpConnection(asyncio.Protocol):
         state = self.state
         limit = state.config.limits.concurrency
         if limit is not None and state.tasks >= limit:
-            self._refuse(503, "concurrency limit reached")
-            return
+            raise ProtocolError(503, "concurrency limit reached")
         target = head.target
         # `bytes.find` rather than `in`: on CPython 3.11 `b"x" in data` first tries the
         # argument as an integer and builds (then drops) a TypeError, ~2k instructions.
@@ -220,15 +218,19 @@ class HttpConnection(asyncio.Protocol):
         self.cycle = cycle
         if state.shutting_down:  # served in the last call: say the connection ends with it
             cycle.keep_alive = False
-        state.tasks += 1
-        coro = state.app(scope, cycle.receive, cycle.send)
         task: asyncio.Task[None]
-        if state.plain_tasks:
-            # Built directly, with a fixed name: otherwise CPython formats a fresh "Task-N"
-            # name for every request.
-            task = _Task(coro, loop=self.loop, name="steadyloop-request")  # type: ignore[arg-type]
-        else:
-            task = self.loop.create_task(coro)  # type: ignore[arg-type]  # the loop's task factory
+        try:
+            coro = state.app(scope, cycle.receive, cycle.send)
+            if state.plain_tasks:
+                # Built directly, with a fixed name: otherwise CPython formats a fresh "Task-N"
+                # name for every request.
+                task = _Task(coro, loop=self.loop, name="steadyloop-request")  # type: ignore[arg-type]
+            else:
+                task = self.loop.create_task(coro)  # type: ignore[arg-type]  # the loop's factory
+        except Exception as exc:  # the app's __call__ failed before it became a task
+            self._app_failed(cycle, exc)
+            return
+        state.tasks += 1
         INFLIGHT[task] = cycle
         task.add_done_callback(self._task_done)
 
@@ -356,6 +358,8 @@ class HttpConnection(asyncio.Protocol):
                 cycle.path,
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
+        if cycle.response_complete:
+            return  # the answer is out already: log only, leave the connection alone
         self._end_failed_cycle(cycle)
 
     def _app_returned_early(self, cycle: RequestCycle) -> None:

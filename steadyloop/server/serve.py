@@ -222,11 +222,12 @@ class Server:
     def _tick(self) -> None:
         state = self.state
         assert state is not None and self.loop is not None
+        # Rescheduled first: an error below must not stop timeouts and Date refreshes for good.
+        self._housekeeping = self.loop.call_later(HOUSEKEEPING_INTERVAL, self._tick)
         now = state.now = time.monotonic()
         state.refresh_head_extra()
         for conn in list(state.connections):
             conn.check_timeouts(now)
-        self._housekeeping = self.loop.call_later(HOUSEKEEPING_INTERVAL, self._tick)
 
     # -- stopping --------------------------------------------------------------------------
 
