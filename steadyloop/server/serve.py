@@ -12,6 +12,7 @@ endpoints, file reads), the log writer thread, and the watchdog thread.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -140,6 +141,11 @@ class Server:
         self._housekeeping = loop.call_later(HOUSEKEEPING_INTERVAL, self._tick)
         for address in self.addresses:
             logger.info("steadyloop serving on %s (pid %d)", address, os.getpid())
+        # Everything alive now (the app, its framework, their modules) lives as long as the
+        # process. Freezing it keeps the cyclic GC from rescanning it in every full
+        # collection: with FastAPI loaded those took ~35 ms, each one a stall of the loop.
+        gc.collect()
+        gc.freeze()
         self.started.set()
         if self.on_started is not None:
             self.on_started(self)
