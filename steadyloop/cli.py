@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -81,7 +82,19 @@ def _typed(parse: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    sys.exit(run_cli(argv))
+    code = run_cli(argv)
+    if _stuck_threads():
+        # A sync job that never returns would keep the interpreter from exiting (thread pools
+        # join their threads at exit). Shutdown is done and the logs are drained: leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _stuck_threads() -> list[threading.Thread]:
+    main_thread = threading.main_thread()
+    return [t for t in threading.enumerate() if t is not main_thread and not t.daemon and t.is_alive()]
 
 
 def run_cli(argv: Sequence[str] | None = None) -> int:

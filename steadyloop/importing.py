@@ -28,7 +28,9 @@ def import_from_string(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if (exc.name is not None and module_name.startswith(exc.name)) or exc.name == module_name:
+        # The app's own module (or a package above it) is missing, rather than something it
+        # imports: "pkg.app" is missing when "pkg" or "pkg.app" is, not when "pk" is.
+        if exc.name == module_name or module_name.startswith(f"{exc.name}."):
             raise AppLoadError(f"could not import module {module_name!r}: {exc}") from None
         raise AppLoadError(f"error while importing {module_name!r}: {type(exc).__name__}: {exc}") from exc
     except Exception as exc:

@@ -33,6 +33,12 @@ logger = logging.getLogger("steadyloop.error")
 _Task = asyncio.Task
 # Shared by every scope: apps read it, none has a reason to write to it.
 _ASGI = {"version": ASGI_VERSION, "spec_version": SPEC_VERSION}
+# Lingering close: how long, and how many bytes, we keep reading (and dropping) after our
+# last response when the client may still be sending.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
+# A closing connection whose client does not take its last response is cut after this.
+CLOSE_GRACE = 10.0
 # Pipelined bytes buffered while a response is in progress before reading pauses.
 PIPELINE_HIGH_WATER = 64 * 1024
 
@@ -41,11 +47,13 @@ class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "client",
         "closing",
+        "closing_since",
         "cycle",
         "done",
         "drain_waiter",
         "head_since",
         "idle_since",
+        "lingering",
         "loop",
         "parser",
         "proxy_trusted",
@@ -78,6 +86,8 @@ class HttpConnection(asyncio.Protocol):
         self.read_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
+        self.closing_since = 0.0
+        self.lingering = 0  # bytes still accepted (and dropped) after a lingering close; 0: none
         self.idle_since = state.now
         self.head_since: float | None = None
 
@@ -101,11 +111,18 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(503, "too many connections")
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            # Closing: read and drop what the client still sends, so that our answer is not
+            # destroyed by a reset (RFC 9112 §9.6), but only so much of it.
+            self.lingering -= len(data)
+            if self.lingering <= 0:
+                self.transport.abort()
+            return
         if self.cycle is None and self.head_since is None:
             # A new head starts arriving: it has --timeout-header-read to be complete.
             self.head_since = self.state.now
-        self.parser.feed(data)
         try:
+            self.parser.feed(data)
             self._pump()
         except (SystemExit, KeyboardInterrupt):
             raise
@@ -292,7 +309,9 @@ class HttpConnection(asyncio.Protocol):
         if self.cycle is not cycle:
             return  # the connection is gone already
         self.cycle = None
-        self.idle_since = state.now
+        # The exact time, not the housekeeping clock: that may be half a second old, and a
+        # short --timeout-keep-alive would then close a connection right after its response.
+        self.idle_since = time.monotonic()
         if self.parser.in_head:  # part of the next head is here already: its clock runs
             self.head_since = state.now
         if (
@@ -302,8 +321,8 @@ class HttpConnection(asyncio.Protocol):
             or self.closing
             or state.shutting_down
         ):
-            self.closing = True
-            self.transport.close()
+            # Unread request bytes may still be on their way: linger rather than reset them.
+            self.close(linger=not cycle.body_complete or bool(self.parser.buffered))
             return
         if self.read_paused:
             self.resume_reading()
@@ -384,15 +403,17 @@ class HttpConnection(asyncio.Protocol):
         cycle.response_complete = True
         cycle.status = 500
         self.transport.write(simple_response(500))
-        self.closing = True
         if self.cycle is cycle:
             self.cycle = None
-        self.state.requests += 1
-        self.transport.close()
+        state = self.state
+        state.requests += 1
+        if state.access_log is not None:
+            self._log_access(cycle)
+        self.close(linger=not cycle.body_complete)
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer a request we will not serve, then close the connection."""
-        logger.debug("refusing request from %s: %d %s", self.client, status, reason)
+        logger.info("refused a request from %s: %d %s", _peer(self.client), status, reason)
         cycle = self.cycle
         if cycle is not None:
             # A broken body under a request the app is serving: the app's response must not
@@ -405,8 +426,22 @@ class HttpConnection(asyncio.Protocol):
                 return
         if not self.transport.is_closing():
             self.transport.write(simple_response(status, (reason + "\n").encode("utf-8")))
-            self.transport.close()
+            self.close(linger=True)  # the rest of a refused request may still be arriving
         self.closing = True
+
+    def close(self, *, linger: bool = False) -> None:
+        """Close after what is written goes out. With `linger`, half-close first and drop
+        whatever the client still sends for a moment: closing a socket with unread data
+        sends a reset, which can destroy the response before the client reads it."""
+        if self.closing and (self.lingering or self.transport.is_closing()):
+            return
+        self.closing = True
+        self.closing_since = self.state.now
+        if linger and self.transport.can_write_eof():
+            self.lingering = LINGER_BYTES
+            self.transport.write_eof()
+        else:
+            self.transport.close()
 
     def _fatal(self, what: str) -> None:
         logger.exception("%s; closing the connection from %s", what, self.client)
@@ -416,6 +451,15 @@ class HttpConnection(asyncio.Protocol):
     # -- housekeeping (called once a second by the server) ----------------------------------
 
     def check_timeouts(self, now: float) -> None:
+        if self.closing_since:  # close() was called
+            if self.lingering:
+                if now - self.closing_since >= LINGER_SECONDS:
+                    self.lingering = 0  # lingered long enough; what arrives now may be reset
+                    self.closing_since = now
+                    self.transport.close()
+            elif now - self.closing_since >= CLOSE_GRACE:
+                self.transport.abort()  # a client that does not take its last response
+            return
         if self.cycle is not None or self.closing:
             return
         timeouts = self.state.config.timeouts
@@ -424,15 +468,18 @@ class HttpConnection(asyncio.Protocol):
                 # Slowloris: a head that trickles in never ties up the connection for long.
                 self._refuse(408, "request head not received in time")
         elif now - self.idle_since >= timeouts.keep_alive:
-            self.closing = True
-            self.transport.close()
+            self.close()
 
     def shutdown(self) -> None:
         """Server shutdown: close now if idle, else after the response in progress."""
-        self.closing = True
         if self.cycle is None:
-            self.transport.close()
+            self.close()
         else:
+            self.closing = True
             # Say so in the response head, if it is not out yet, so that the client does not
             # send another request down a connection about to close.
             self.cycle.keep_alive = False
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "unix socket"

@@ -41,6 +41,7 @@ logger = logging.getLogger("steadyloop.error")
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between timeout sweeps and Date refreshes
 LAST_CALL = 0.5  # seconds an idle keep-alive connection may still bring a request at shutdown
 
+EXECUTOR_GRACE = 5.0  # seconds the sync pool gets to finish its jobs once the loop is done
 EXIT_OK = 0
 EXIT_STARTUP_FAILED = 3
 
@@ -319,9 +320,12 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
         if pending:
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
-        executor_shutdown = getattr(loop, "shutdown_default_executor", None)
-        if executor_shutdown is not None:
-            loop.run_until_complete(executor_shutdown())
+        # Sync jobs still running (a stuck `def` endpoint) must not hold the exit forever;
+        # 3.11's shutdown_default_executor has no timeout of its own.
+        try:
+            loop.run_until_complete(asyncio.wait_for(loop.shutdown_default_executor(), EXECUTOR_GRACE))
+        except asyncio.TimeoutError:
+            logger.warning("sync jobs still running %.0fs after shutdown; leaving them", EXECUTOR_GRACE)
     finally:
         asyncio.set_event_loop(None)
         loop.close()

@@ -192,3 +192,38 @@ def test_pathsend_cancelled_midway_does_not_touch_other_connections(tmp_path: Pa
             assert response.status == 200
             assert response.body == b"x" * 100_000
         slow.close()
+
+
+def test_a_refusal_lingers_for_the_rest_of_the_request() -> None:
+    """Lingering close (RFC 9112 §9.6): after refusing a request, the server half-closes and
+    keeps reading for a moment, so the body the client is still sending is not answered with
+    a reset (which can destroy the refusal before the client reads it)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await respond(send)
+
+    chunk = b"x" * 65536
+    with running_server(app, lifespan="off") as running, RawClient.connect(running.port) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\nContent-Length: 524288\r\n\r\n")
+        assert client.response().status == 400
+        assert client.read_to_close() == b""  # our side is done: the server sent its FIN
+        for _ in range(8):  # a closed socket would answer these with a reset
+            client.sock.sendall(chunk)
+        assert get(running.port).status == 200
+
+
+def test_an_early_answer_lingers_for_the_unread_body() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await respond(send, 413, b"too big for this endpoint")  # answers without reading
+
+    chunk = b"y" * 65536
+    with running_server(app, lifespan="off") as running, RawClient.connect(running.port) as client:
+        client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 524288\r\n\r\n")
+        response = client.response()
+        assert response.status == 413
+        assert response.body == b"too big for this endpoint"
+        assert client.read_to_close() == b""
+        for _ in range(8):
+            client.sock.sendall(chunk)
