@@ -49,6 +49,12 @@ SLICE = 256
 # How often the writer looks for handlers that were attached behind its back,
 # and the longest it waits before saying records were dropped under steady pressure.
 IDLE_TICK = 1.0
+# The writer is woken by the first record into an empty queue, then gathers for up to
+# GATHER seconds (or until WAKE_RECORDS are waiting) before it writes. Waking it for every
+# record made it fight the event loop for the GIL on every log call; batching costs a log
+# line at most 50 ms of delay.
+GATHER = 0.05
+WAKE_RECORDS = 256
 NOTICE_EVERY = 1.0
 
 Entry = tuple[Any, Any, int]  # (target, payload, estimated size in bytes)
@@ -140,7 +146,8 @@ class LogQueue:
             self._entries.append((target, payload, size))
             self._records += 1
             self._bytes += size
-        if not self._wakeup.is_set():
+            records = self._records  # not the count from before a wait for room
+        if (records == 1 or records >= WAKE_RECORDS) and not self._wakeup.is_set():
             self._wakeup.set()
         return True
 
@@ -249,6 +256,10 @@ class LogQueue:
         last_tick = time.monotonic()
         while True:
             self._wakeup.clear()
+            if 0 < self._records < WAKE_RECORDS and self._state is OPEN:
+                # Let callers add more before writing; put() or close() cut this short.
+                self._wakeup.wait(GATHER)
+                self._wakeup.clear()
             with self._lock:
                 if self._state is FAILED:
                     return  # close() gave up on us and counted what is left
