@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from steadyloop import __version__
 from steadyloop.config import ConfigError
-from steadyloop.options import OPTIONS, build_config, parse_env
+from steadyloop.options import OPTIONS, Option, build_config, parse_env
 
 EXIT_USAGE = 2
 
@@ -65,9 +65,19 @@ def make_parser() -> argparse.ArgumentParser:
                 type=_typed(option.parse),
                 choices=option.choices,
                 help=option.help,
-                metavar=option.metavar or (None if option.choices else option.name.split("_")[-1].upper()),
+                metavar=_metavar(option),
             )
     return parser
+
+
+def _metavar(option: Option) -> str | None:
+    if option.metavar or option.choices:
+        return option.metavar
+    if option.parse is int:
+        return "N"
+    if option.help.find("seconds") != -1 or option.name.startswith("timeout_"):
+        return "SECONDS"
+    return option.name.upper()
 
 
 def _typed(parse: Any) -> Any:

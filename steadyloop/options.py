@@ -71,7 +71,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--factory", "factory", _bool, "APP is a factory: call it with no arguments to get the app", "flag"
     ),
-    Option("--app-dir", "app_dir", str, "directory to put first on sys.path before importing APP"),
+    Option(
+        "--app-dir", "app_dir", str, "directory to put first on sys.path before importing APP", metavar="DIR"
+    ),
     Option(
         "--interface",
         "interface",
@@ -82,8 +84,8 @@ OPTIONS: tuple[Option, ...] = (
     # Binding
     Option("--host", "host", str, "address to listen on (default 127.0.0.1)"),
     Option("--port", "port", int, "port to listen on (default 8000; 0 picks a free one)"),
-    Option("--uds", "uds", str, "listen on this UNIX domain socket instead"),
-    Option("--fd", "fd", int, "serve on this already-listening file descriptor"),
+    Option("--uds", "uds", str, "listen on this UNIX domain socket instead", metavar="PATH"),
+    Option("--fd", "fd", int, "serve on this already-listening file descriptor", metavar="FD"),
     Option("--backlog", "backlog", int, "listen backlog (default 2048)"),
     # Runtime
     Option(
@@ -94,10 +96,20 @@ OPTIONS: tuple[Option, ...] = (
         choices=("auto", "uvloop", "asyncio"),
     ),
     Option("--lifespan", "lifespan", str, "ASGI lifespan (default auto)", choices=("auto", "on", "off")),
-    Option("--root-path", "root_path", str, "ASGI root_path, for apps mounted below a path prefix"),
+    Option(
+        "--root-path",
+        "root_path",
+        str,
+        "ASGI root_path, for apps mounted below a path prefix",
+        metavar="PATH",
+    ),
     Option("--threads", "threads", int, "threads for sync work: WSGI apps, `def` endpoints (default 40)"),
     Option(
-        "--workers", "worker.workers", _workers, "worker processes, or 'auto' for one per CPU (default 1)"
+        "--workers",
+        "worker.workers",
+        _workers,
+        "worker processes, or 'auto' for one per CPU (default 1)",
+        metavar="N|auto",
     ),
     Option(
         "--reuse-port", "worker.reuse_port", _bool, "give each worker its own SO_REUSEPORT socket", "flag"
@@ -119,10 +131,29 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("--reload", "worker.reload", _bool, "restart the worker when files change (development)", "flag"),
     Option(
-        "--reload-dir", "worker.reload_dirs", str, "directory to watch (repeatable; default: current)", "many"
+        "--reload-dir",
+        "worker.reload_dirs",
+        str,
+        "directory to watch (repeatable; default: current)",
+        "many",
+        metavar="DIR",
     ),
-    Option("--reload-include", "worker.reload_includes", str, "glob of files to watch (repeatable)", "many"),
-    Option("--reload-exclude", "worker.reload_excludes", str, "glob of files to ignore (repeatable)", "many"),
+    Option(
+        "--reload-include",
+        "worker.reload_includes",
+        str,
+        "glob of files to watch (repeatable)",
+        "many",
+        metavar="GLOB",
+    ),
+    Option(
+        "--reload-exclude",
+        "worker.reload_excludes",
+        str,
+        "glob of files to ignore (repeatable)",
+        "many",
+        metavar="GLOB",
+    ),
     # HTTP
     Option(
         "--limit-concurrency",
@@ -178,6 +209,7 @@ OPTIONS: tuple[Option, ...] = (
         "forwarded_allow_ips",
         _csv,
         "comma-separated proxy addresses or networks to trust, or '*' (default 127.0.0.1)",
+        metavar="IPS",
     ),
     Option("--server-header", "server_header", _bool, "send 'server: steadyloop' (default on)", "switch"),
     Option("--date-header", "date_header", _bool, "send a Date header (default on)", "switch"),
@@ -203,8 +235,15 @@ OPTIONS: tuple[Option, ...] = (
         "log.access_log_format",
         str,
         "common, combined, json, or a custom format (docs/logging.md)",
+        metavar="FORMAT",
     ),
-    Option("--log-config", "log.config_file", str, "logging dictConfig file: .json, .yaml/.yml or .ini"),
+    Option(
+        "--log-config",
+        "log.config_file",
+        str,
+        "logging dictConfig file: .json, .yaml/.yml or .ini",
+        metavar="FILE",
+    ),
     Option(
         "--log-sync",
         "log.sync",
