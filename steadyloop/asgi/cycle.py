@@ -34,9 +34,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("steadyloop.error")
 
-# Unread request body kept per request before reading from the socket pauses.
+# Unread request body kept per request before reading from the socket pauses. Reading
+# resumes when the app takes what is buffered (receive() hands over all of it at once).
 BODY_HIGH_WATER = 256 * 1024
-BODY_LOW_WATER = 64 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SENDFILE_CHUNK = 1024 * 1024
 _request_numbers = itertools.count(1)
@@ -257,6 +257,9 @@ class RequestCycle:
                 status,
                 self.response_headers,
                 self.conn.state.head_extra_block,
+                # "Any response to a HEAD request and any response with a 1xx, 204 or 304
+                # status code is always terminated by the first empty line after the header
+                # fields" -- RFC 9112 §6.3
                 not (self.is_head or status < 200 or status == 204 or status == 304),
                 body_length,
                 self.http_10,

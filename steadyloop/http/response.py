@@ -45,12 +45,6 @@ def simple_response(status: int, body: bytes = b"", *, close: bool = True) -> by
     return head + b"\r\n" + body
 
 
-def statuses_without_body(status: int) -> bool:
-    # "Any response to a HEAD request and any response with a 1xx, 204 or 304 status code
-    # is always terminated by the first empty line after the header fields" -- RFC 9112 §6.3
-    return status < 200 or status == 204 or status == 304
-
-
 # -- the Date header, cached per second --------------------------------------------------
 
 

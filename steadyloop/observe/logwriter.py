@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 from steadyloop.observe.logadopt import QueuedHandler, render_captured_exception
 from steadyloop.observe.logqueue import Entry
@@ -25,15 +25,6 @@ from steadyloop.observe.logsink import FdSink, write_without_blocking
 _StderrHandler: type[logging.Handler] = getattr(logging, "_StderrHandler", logging.StreamHandler)
 # Exact types only: a subclass may override emit() (rotation, colours...), so it keeps its own.
 _BATCHED_TYPES = frozenset({logging.StreamHandler, logging.FileHandler, _StderrHandler})
-
-
-class RecordSource(Protocol):
-    """Something that queues payloads and turns them into records on the writer thread."""
-
-    @property
-    def logger(self) -> logging.Logger: ...
-
-    def make_record(self, payload: Any) -> logging.LogRecord: ...
 
 
 class Writer:

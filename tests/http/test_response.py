@@ -17,7 +17,6 @@ from steadyloop.http.response import (
     build_head,
     simple_response,
     status_line,
-    statuses_without_body,
 )
 
 
@@ -54,11 +53,6 @@ def test_status_lines() -> None:
     for bad in (99, 1000, -1):
         with pytest.raises(ResponseError):
             status_line(bad)
-
-
-def test_statuses_without_body() -> None:
-    assert statuses_without_body(100) and statuses_without_body(204) and statuses_without_body(304)
-    assert not statuses_without_body(200) and not statuses_without_body(404)
 
 
 def test_whole_body_gets_content_length() -> None:
