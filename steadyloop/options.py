@@ -192,6 +192,12 @@ OPTIONS: tuple[Option, ...] = (
         "a request head must arrive within this many seconds; 408 after (default 10)",
     ),
     Option(
+        "--timeout-body-read",
+        "timeouts.body_read",
+        float,
+        "longest pause, in seconds, while a request body is still due; 408 after; 0: none (default 60)",
+    ),
+    Option(
         "--timeout-graceful-shutdown",
         "timeouts.graceful_shutdown",
         _optional_float,

@@ -49,6 +49,7 @@ class HttpConnection(asyncio.Protocol):
         "closing",
         "closing_since",
         "cycle",
+        "data_since",
         "done",
         "drain_waiter",
         "head_since",
@@ -89,6 +90,7 @@ class HttpConnection(asyncio.Protocol):
         self.closing_since = 0.0
         self.lingering = 0  # bytes still accepted (and dropped) after a lingering close; 0: none
         self.idle_since = state.now
+        self.data_since = state.now  # when bytes last arrived (housekeeping clock)
         self.head_since: float | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------------
@@ -118,6 +120,7 @@ class HttpConnection(asyncio.Protocol):
             if self.lingering <= 0:
                 self.transport.abort()
             return
+        self.data_since = self.state.now
         if self.cycle is None and self.head_since is None:
             # A new head starts arriving: it has --timeout-header-read to be complete.
             self.head_since = self.state.now
@@ -460,9 +463,22 @@ class HttpConnection(asyncio.Protocol):
             elif now - self.closing_since >= CLOSE_GRACE:
                 self.transport.abort()  # a client that does not take its last response
             return
-        if self.cycle is not None or self.closing:
-            return
         timeouts = self.state.config.timeouts
+        cycle = self.cycle
+        if cycle is not None:
+            if (
+                not cycle.body_complete
+                and timeouts.body_read
+                and now - self.data_since >= timeouts.body_read
+                and not self.read_paused  # paused by us: the app is slow, not the client
+                and not (cycle.expect_continue and not cycle.continue_sent)  # client waits for us
+            ):
+                # A declared body that stops arriving would hold the app (and, for WSGI, a
+                # pool thread) forever: the app hears http.disconnect, the client a 408.
+                self._refuse(408, "request body not received in time")
+            return
+        if self.closing:
+            return
         if self.head_since is not None:
             if now - self.head_since >= timeouts.header_read:
                 # Slowloris: a head that trickles in never ties up the connection for long.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,64 @@ def test_an_early_answer_lingers_for_the_unread_body() -> None:
         assert client.read_to_close() == b""
         for _ in range(8):
             client.sock.sendall(chunk)
+
+
+def test_a_body_that_stops_arriving_is_408_and_the_app_hears_disconnect() -> None:
+    heard: list[str] = []
+    got_disconnect = threading.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/ok":
+            await respond(send)
+            return
+        while True:
+            message = await receive()
+            heard.append(message["type"])
+            if message["type"] == "http.disconnect":
+                got_disconnect.set()
+                return
+            if not message.get("more_body"):
+                await respond(send)
+                return
+
+    with running_server(app, lifespan="off", timeout_body_read=1) as running:
+        with RawClient.connect(running.port) as client:
+            client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nfirst ten!")
+            start = time.monotonic()
+            response = client.response()  # and then the client sends nothing more
+            assert response.status == 408
+            assert time.monotonic() - start >= 0.9
+            client.assert_closed()
+        assert got_disconnect.wait(5)
+        assert heard == ["http.request", "http.disconnect"]
+        # A body that keeps coming, however slowly, is not cut off.
+        with RawClient.connect(running.port) as client:
+            client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n")
+            for byte in (b"a", b"b", b"c", b"d"):
+                assert client.silent_for(0.6)
+                client.send(byte)
+            assert client.response().status == 200
+        assert get(running.port, b"/ok").status == 200
+
+
+def test_a_wsgi_app_waiting_for_a_body_that_stops_is_freed() -> None:
+    finished = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        try:
+            body = environ["wsgi.input"].read()
+        finally:
+            finished.set()  # the pool thread is not held forever
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    with running_server(app, lifespan="off", interface="wsgi", timeout_body_read=1) as running:
+        with RawClient.connect(running.port) as client:
+            client.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\npartial")
+            assert client.response().status == 408
+            client.assert_closed()
+        assert finished.wait(5)
+        with RawClient.connect(running.port) as client:
+            assert client.request(b"POST", b"/", b"whole").body == b"whole"
