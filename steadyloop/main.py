@@ -13,12 +13,9 @@ def run_config(config: Config) -> int:
     """Serve until told to stop; returns the process exit code."""
     try:
         if config.worker.workers > 1 or config.worker.reload or config.worker.worker_timeout:
-            try:
-                from steadyloop.supervisor.run import supervise  # type: ignore[import-not-found,unused-ignore]
-            except ImportError:
-                raise ConfigError("--workers/--reload are not supported by this build") from None
-            code: int = supervise(config)
-            return code
+            from steadyloop.supervisor.run import supervise  # the supervisor never imports the app
+
+            return supervise(config)
         from steadyloop.server.serve import serve_process
 
         return serve_process(config)

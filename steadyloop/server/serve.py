@@ -35,6 +35,7 @@ from steadyloop.server.connection import HttpConnection
 from steadyloop.server.loops import new_event_loop
 from steadyloop.server.sockets import bind_sockets, describe
 from steadyloop.server.state import ServerState
+from steadyloop.wsgi.bridge import WSGIBridge
 
 logger = logging.getLogger("steadyloop.error")
 
@@ -53,10 +54,6 @@ def resolve_app(config: Config) -> ASGIApp:
     if interface == "asgi2":
         return asgi2_to_asgi3(app)
     if interface == "wsgi":
-        try:
-            from steadyloop.wsgi.bridge import WSGIBridge  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            raise AppLoadError("WSGI apps are not supported by this build") from None
         bridge: ASGIApp = WSGIBridge(
             app,
             threads=config.threads,
