@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from apps.workers_support import LogTail, load
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, stop
 
 pytest.importorskip("gunicorn")
 
@@ -46,13 +46,7 @@ def gunicorn(*args: str) -> Iterator[tuple[subprocess.Popen[str], LogTail, str]]
     try:
         yield proc, tail, f"http://127.0.0.1:{port}"
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, timeout=20)
         tail.join()
 
 

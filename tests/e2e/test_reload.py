@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 from apps.workers_support import LogTail
-from conftest import free_port, spawn
+from conftest import free_port, spawn, stop
 
 READY = r"worker (\d+) is ready"
 
@@ -60,8 +60,7 @@ def reloading(tmp_path: Path, *extra: str) -> Iterator[tuple[LogTail, str]]:
         try:
             yield tail, f"http://127.0.0.1:{port}"
         finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+            stop(proc, timeout=20)  # before the tail: it reads until the pipe closes
             tail.join()
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import httpx
 import psutil
 from apps.workers_support import LogTail, load
-from conftest import free_port, spawn, wait_until
+from conftest import free_port, spawn, stop, wait_until
 
 APP = "apps.workers_app:app"
 READY = r"worker (\d+) is ready"
@@ -56,13 +56,7 @@ def supervisor(*args: str, app: str = APP, workers: int = 2) -> Iterator[Running
         try:
             yield running
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(proc, timeout=20)  # before the tail: it reads until the pipe closes
             tail.join()
 
 
