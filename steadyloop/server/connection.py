@@ -20,7 +20,7 @@ import logging
 import time
 from typing import Any
 
-from steadyloop.asgi.cycle import RequestCycle
+from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
 from steadyloop.asgi.scope import ASGI_VERSION, EXTENSIONS, SPEC_VERSION, decode_path, split_target
 from steadyloop.http.errors import ProtocolError
 from steadyloop.http.parser import END_OF_MESSAGE, NEED_DATA, RequestHead, RequestParser
@@ -146,11 +146,7 @@ class HttpConnection(asyncio.Protocol):
         if cycle is not None:
             self.cycle = None
             cycle.on_disconnect()
-        waiter = self.drain_waiter
-        if waiter is not None:
-            self.drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake_drain()
         state.check_idle()
 
     def pause_writing(self) -> None:
@@ -158,6 +154,9 @@ class HttpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
         waiter = self.drain_waiter
         if waiter is not None:
             self.drain_waiter = None
@@ -369,8 +368,6 @@ class HttpConnection(asyncio.Protocol):
     # -- errors -----------------------------------------------------------------------------
 
     def _app_failed(self, cycle: RequestCycle, exc: BaseException | None) -> None:
-        from steadyloop.asgi.cycle import ClientDisconnected
-
         if isinstance(exc, ClientDisconnected) or cycle.disconnected:
             return  # the client left; nothing to answer and nothing the app did wrong
         if exc is not None:
