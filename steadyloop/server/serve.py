@@ -15,6 +15,7 @@ import asyncio
 import gc
 import logging
 import os
+import random
 import signal
 import socket
 import threading
@@ -31,10 +32,10 @@ from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.observe.logsetup import LogPipeline, setup_logging
 from steadyloop.observe.threadpool import install_thread_pools
 from steadyloop.observe.watchdog import Watchdog
-from steadyloop.server.connection import HttpConnection
+from steadyloop.protocols.http1.connection import Http1Connection
+from steadyloop.protocols.shared import ServerState
 from steadyloop.server.loops import new_event_loop
 from steadyloop.server.sockets import bind_sockets, describe
-from steadyloop.server.state import ServerState
 from steadyloop.wsgi.bridge import WSGIBridge
 
 logger = logging.getLogger("steadyloop.error")
@@ -80,7 +81,13 @@ class Server:
         self.state: ServerState | None = None
         self.access_log: AccessLog | None = None
         self.log_pipeline: LogPipeline | None = None
-        self.on_request_done: Callable[[], None] | None = None
+        # --max-requests (plus this process's share of the jitter): stop after that many.
+        worker = config.worker
+        self.max_requests: int | None = None
+        if worker.max_requests is not None:
+            self.max_requests = worker.max_requests + random.randint(0, worker.max_requests_jitter)
+        # Called once when max_requests is reached, before the graceful stop begins.
+        self.on_max_requests: Callable[[], None] | None = None
         self.on_started: Callable[[Server], None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         # Set by a supervisor before serving: the shared slot it reads to tell a stuck loop.
@@ -114,7 +121,9 @@ class Server:
         # `def` endpoints), both instrumented; the WSGI bridge sizes its own pool the same.
         install_thread_pools(loop, config.threads, config.watchdog.block_threshold)
         state = ServerState(config=config, app=self.app, loop=loop, access_log=self.access_log)
-        state.on_request_done = self.on_request_done
+        if self.max_requests is not None:
+            state.max_requests = self.max_requests
+            state.on_max_requests = self._max_requests_reached
         self.state = state
 
         self.lifespan = Lifespan(self.app, config.lifespan, state.lifespan_state)
@@ -131,8 +140,9 @@ class Server:
         if sockets is None:
             sockets = bind_sockets(config)
         for sock in sockets:
+            # Where the server picks the protocol for a new connection.
             server = await loop.create_server(
-                lambda: HttpConnection(state), sock=sock, backlog=config.backlog
+                lambda: Http1Connection(state), sock=sock, backlog=config.backlog
             )
             self._servers.append(server)
             self.addresses.append(describe(sock))
@@ -200,7 +210,7 @@ class Server:
             await asyncio.sleep(0)
         idle = False
         for conn in list(state.connections):
-            if conn.cycle is None and not self._force_exit:
+            if conn.is_idle() and not self._force_exit:
                 idle = True
             else:
                 conn.shutdown()
@@ -209,7 +219,7 @@ class Server:
 
         def last_call_over() -> None:
             for conn in list(state.connections):
-                if conn.cycle is None:
+                if conn.is_idle():
                     conn.shutdown()
 
         loop.call_later(min(LAST_CALL, self.config.timeouts.keep_alive), last_call_over)
@@ -218,7 +228,7 @@ class Server:
         state = self.state
         assert state is not None
         for conn in list(state.connections):
-            conn.transport.abort()
+            conn.abort()
         for task in list(INFLIGHT):
             if isinstance(task, asyncio.Task) and task.get_loop() is self.loop and not task.done():
                 task.cancel()
@@ -234,6 +244,16 @@ class Server:
             conn.check_timeouts(now)
 
     # -- stopping --------------------------------------------------------------------------
+
+    def _max_requests_reached(self) -> None:
+        logger.info(
+            "process %d served %d requests (--max-requests): stopping gracefully",
+            os.getpid(),
+            self.max_requests,
+        )
+        if self.on_max_requests is not None:
+            self.on_max_requests()
+        self.request_exit()
 
     def request_exit(self) -> None:
         """Begin a graceful shutdown; safe to call from any thread."""

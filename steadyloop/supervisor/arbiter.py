@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import selectors
 import signal
 import socket
@@ -360,15 +359,11 @@ class Supervisor:
 
     def _spawn(self) -> Worker:
         assert self._selector is not None and self._signals is not None and self._lifeline is not None
-        wk = self.config.worker
-        max_requests = None
-        if wk.max_requests is not None:
-            max_requests = wk.max_requests + random.randint(0, wk.max_requests_jitter)
         lifeline_read = self._lifeline[0]
         inherited = self._private_fds()
 
         def child_main(status_fd: int, heartbeat: Heartbeat) -> int:
-            link = WorkerLink(status_fd, lifeline_read, heartbeat, max_requests)
+            link = WorkerLink(status_fd, lifeline_read, heartbeat)
             return run_worker(self.config, self.sockets, link)
 
         def reset_signals() -> None:

@@ -21,7 +21,6 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from steadyloop.config import Config, ConfigError
@@ -48,7 +47,6 @@ class WorkerLink:
     status_fd: int  # write end of the status pipe
     lifeline_fd: int  # read end of the lifeline pipe: EOF when the supervisor is gone
     heartbeat: Heartbeat
-    max_requests: int | None  # jitter already added by the supervisor
 
     def send(self, kind: bytes, text: str = "") -> None:
         line = kind + (b" " + text.encode("utf-8", "replace") if text else b"") + b"\n"
@@ -88,8 +86,7 @@ def run_worker(config: Config, sockets: list[socket.socket] | None, link: Worker
         nonlocal ready
         ready = True
         first_error.armed = False
-        if link.max_requests is not None:
-            _recycle_after(server, link, link.max_requests)
+        server.on_max_requests = lambda: link.send(RECYCLING)
         _watch_lifeline(server, link.lifeline_fd)
         link.send(READY)
 
@@ -106,25 +103,6 @@ def run_worker(config: Config, sockets: list[socket.socket] | None, link: Worker
         link.send(FAILED, first_error.message or f"worker exited with code {code} before it was ready")
         return code or 1
     return code
-
-
-def _recycle_after(server: Server, link: WorkerLink, limit: int) -> None:
-    state = server.state
-    assert state is not None
-    previous: Callable[[], None] | None = state.on_request_done
-    fired = False
-
-    def on_request_done() -> None:
-        nonlocal fired
-        if previous is not None:
-            previous()
-        if not fired and state.requests >= limit:
-            fired = True
-            logger.info("worker %d served %d requests (--max-requests): recycling", os.getpid(), limit)
-            link.send(RECYCLING)
-            server.request_exit()
-
-    state.on_request_done = on_request_done
 
 
 def _watch_lifeline(server: Server, fd: int) -> None:

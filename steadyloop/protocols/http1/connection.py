@@ -1,5 +1,9 @@
 """One HTTP/1.1 connection on the event loop: bytes from the socket to request cycles.
 
+The server sees it through the connection interface (`protocols.base.Connection`:
+is_idle, shutdown, check_timeouts, abort); the cycle it runs (`Http1Cycle`) sees it
+through `Http1Owner`.
+
 Callback order (asyncio's grammar):
 
     connection_made -> data_received* [-> eof_received] -> connection_lost
@@ -20,13 +24,14 @@ import logging
 import time
 from typing import Any
 
-from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
+from steadyloop.asgi.cycle import ClientDisconnected
 from steadyloop.asgi.scope import ASGI_VERSION, EXTENSIONS, SPEC_VERSION, decode_path, split_target
 from steadyloop.http.errors import ProtocolError
 from steadyloop.http.parser import END_OF_MESSAGE, NEED_DATA, RequestHead, RequestParser
 from steadyloop.http.response import simple_response
 from steadyloop.observe.inflight import INFLIGHT
-from steadyloop.server.state import ServerState
+from steadyloop.protocols.http1.cycle import Http1Cycle
+from steadyloop.protocols.shared import ServerState
 
 logger = logging.getLogger("steadyloop.error")
 
@@ -43,7 +48,7 @@ CLOSE_GRACE = 10.0
 PIPELINE_HIGH_WATER = 64 * 1024
 
 
-class HttpConnection(asyncio.Protocol):
+class Http1Connection(asyncio.Protocol):
     __slots__ = (
         "client",
         "closing",
@@ -77,7 +82,7 @@ class HttpConnection(asyncio.Protocol):
             limits.max_header_size,
             limits.max_head_size,
         )
-        self.cycle: RequestCycle | None = None
+        self.cycle: Http1Cycle | None = None
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
@@ -216,7 +221,7 @@ class HttpConnection(asyncio.Protocol):
         client = self.client
         scheme = self.scheme
         if self.proxy_trusted and head.forwarded:
-            client, scheme = self._forwarded(headers, client, scheme)
+            client, scheme = state.proxies.forwarded(headers, client, scheme)
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": _ASGI,
@@ -233,7 +238,7 @@ class HttpConnection(asyncio.Protocol):
             "state": state.lifespan_state.copy(),
             "extensions": EXTENSIONS,
         }
-        cycle = RequestCycle(self, scope, head, time.perf_counter() if state.access_log else 0.0)
+        cycle = Http1Cycle(self, scope, head, time.perf_counter() if state.access_log else 0.0)
         self.cycle = cycle
         if state.shutting_down:  # served in the last call: say the connection ends with it
             cycle.keep_alive = False
@@ -252,27 +257,6 @@ class HttpConnection(asyncio.Protocol):
         state.tasks += 1
         INFLIGHT[task] = cycle
         task.add_done_callback(self._task_done)
-
-    def _forwarded(
-        self, headers: list[tuple[bytes, bytes]], client: tuple[str, int] | None, scheme: str
-    ) -> tuple[tuple[str, int] | None, str]:
-        """X-Forwarded-For / -Proto from a trusted proxy."""
-        for name, value in headers:
-            if name == b"x-forwarded-proto":
-                proto = value.decode("latin-1").strip().lower()
-                if proto in ("http", "https"):
-                    scheme = proto
-            elif name == b"x-forwarded-for":
-                # The nearest hop the trusted proxies did not add themselves.
-                hops = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
-                chosen = None
-                for hop in reversed(hops):
-                    chosen = hop
-                    if not self.state.trusts(hop):
-                        break
-                if chosen is not None:
-                    client = (chosen, 0)
-        return client, scheme
 
     # -- called by the request cycle ---------------------------------------------------------
 
@@ -298,16 +282,12 @@ class HttpConnection(asyncio.Protocol):
             if not self.transport.is_closing():
                 self.transport.resume_reading()
 
-    def abort(self) -> None:
-        self.transport.abort()
-
-    def response_complete(self, cycle: RequestCycle) -> None:
+    def response_complete(self, cycle: Http1Cycle) -> None:
+        """The one place a request ends, answered by the app or by the server."""
         state = self.state
-        state.requests += 1
+        state.request_done()
         if state.access_log is not None:
             self._log_access(cycle)
-        if state.on_request_done is not None:
-            state.on_request_done()
         if self.cycle is not cycle:
             return  # the connection is gone already
         self.cycle = None
@@ -332,7 +312,7 @@ class HttpConnection(asyncio.Protocol):
             # A dead parser may hold the error for a request pipelined behind this one.
             self._pump()
 
-    def _log_access(self, cycle: RequestCycle) -> None:
+    def _log_access(self, cycle: Http1Cycle) -> None:
         assert self.state.access_log is not None
         client = self.client
         self.state.access_log.log(
@@ -353,7 +333,7 @@ class HttpConnection(asyncio.Protocol):
         state = self.state
         state.tasks -= 1
         cycle = INFLIGHT.pop(task)
-        assert isinstance(cycle, RequestCycle)
+        assert isinstance(cycle, Http1Cycle)
         if not task.cancelled():
             exc = task.exception()
             if exc is not None:
@@ -367,7 +347,7 @@ class HttpConnection(asyncio.Protocol):
 
     # -- errors -----------------------------------------------------------------------------
 
-    def _app_failed(self, cycle: RequestCycle, exc: BaseException | None) -> None:
+    def _app_failed(self, cycle: Http1Cycle, exc: BaseException | None) -> None:
         if isinstance(exc, ClientDisconnected) or cycle.disconnected:
             return  # the client left; nothing to answer and nothing the app did wrong
         if exc is not None:
@@ -381,7 +361,7 @@ class HttpConnection(asyncio.Protocol):
             return  # the answer is out already: log only, leave the connection alone
         self._end_failed_cycle(cycle)
 
-    def _app_returned_early(self, cycle: RequestCycle) -> None:
+    def _app_returned_early(self, cycle: Http1Cycle) -> None:
         if cycle.disconnected:
             return
         if cycle.response_started and cycle.head_written:
@@ -392,7 +372,7 @@ class HttpConnection(asyncio.Protocol):
             logger.error("ASGI app returned without sending a response (%s %s)", cycle.method, cycle.path)
         self._end_failed_cycle(cycle)
 
-    def _end_failed_cycle(self, cycle: RequestCycle) -> None:
+    def _end_failed_cycle(self, cycle: Http1Cycle) -> None:
         if self.transport.is_closing():
             return
         if cycle.head_written:
@@ -400,16 +380,11 @@ class HttpConnection(asyncio.Protocol):
             self.transport.abort()
             return
         cycle.response_started = True
-        cycle.response_complete = True
         cycle.status = 500
+        cycle.keep_alive = False
         self.transport.write(simple_response(500))
-        if self.cycle is cycle:
-            self.cycle = None
-        state = self.state
-        state.requests += 1
-        if state.access_log is not None:
-            self._log_access(cycle)
-        self.close(linger=not cycle.body_complete)
+        cycle.response_complete = True
+        self.response_complete(cycle)
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer a request we will not serve, then close the connection."""
@@ -448,7 +423,13 @@ class HttpConnection(asyncio.Protocol):
         self.closing = True
         self.transport.abort()
 
-    # -- housekeeping (called once a second by the server) ----------------------------------
+    # -- the connection interface (steadyloop.protocols.base.Connection) ---------------------
+
+    def is_idle(self) -> bool:
+        return self.cycle is None
+
+    def abort(self) -> None:
+        self.transport.abort()
 
     def check_timeouts(self, now: float) -> None:
         if self.closing_since:  # close() was called
