@@ -40,6 +40,7 @@ class Timeouts:
     keep_alive: float = 5.0  # idle keep-alive connection is closed after this
     header_read: float = 10.0  # a request head must arrive whole within this (slowloris)
     body_read: float = 60.0  # longest silence while a request body is still due; 0: no limit
+    write: float = 60.0  # longest time a client may take no response bytes; 0: no limit
     graceful_shutdown: float | None = 30.0  # in-flight requests get this long on shutdown
 
 
@@ -151,6 +152,7 @@ def _validate(config: Config) -> None:
     need(t.keep_alive > 0, "--timeout-keep-alive must be positive")
     need(t.header_read > 0, "--timeout-header-read must be positive")
     need(t.body_read >= 0, "--timeout-body-read must not be negative")
+    need(t.write >= 0, "--timeout-write must not be negative")
     need(
         t.graceful_shutdown is None or t.graceful_shutdown >= 0,
         "--timeout-graceful-shutdown must not be negative",

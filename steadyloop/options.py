@@ -198,6 +198,13 @@ OPTIONS: tuple[Option, ...] = (
         "longest pause, in seconds, while a request body is still due; 408 after; 0: none (default 60)",
     ),
     Option(
+        "--timeout-write",
+        "timeouts.write",
+        float,
+        "longest time, in seconds, a client may take none of a response; then it is aborted and the "
+        "app hears http.disconnect; 0: none (default 60)",
+    ),
+    Option(
         "--timeout-graceful-shutdown",
         "timeouts.graceful_shutdown",
         _optional_float,

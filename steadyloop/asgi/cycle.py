@@ -74,6 +74,8 @@ class RequestCycle:
     status = 0
     response_headers: Any = ()
     bytes_sent = 0
+    # Why the response ended early, for the access log ("write timeout", ...); "" if it did not.
+    cut_short = ""
     _request_id: str | None = None
 
     def __init__(self, conn: CycleOwner, scope: Scope, head: RequestHead, started_at: float) -> None:

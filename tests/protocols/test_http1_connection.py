@@ -243,3 +243,55 @@ def test_a_trusted_proxy_names_the_client_in_the_scope() -> None:
     finally:
         h.close()
 
+
+def _streaming_app(events: list[str]) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200})
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": b"x" * 1024, "more_body": True})
+        except OSError:
+            events.append("send raised")
+        message = await receive()
+        events.append(message["type"])
+
+    return app
+
+
+def test_a_client_that_takes_no_bytes_is_cut_after_the_write_timeout() -> None:
+    events: list[str] = []
+    h = make(_streaming_app(events), timeout_write=3.0)
+    try:
+        conn, transport = h.connect()
+        conn.pause_writing()  # the kernel and the transport are full
+        h.feed(conn, GET % b"")
+        h.settle()
+        transport.buffered = 70_000  # and stay full: the client reads nothing
+        start = h.state.now
+        conn.check_timeouts(start)
+        conn.check_timeouts(start + 2.9)
+        assert not transport.aborted
+        conn.check_timeouts(start + 3.0)
+        assert transport.aborted
+        h.settle()
+        assert events == ["send raised", "http.disconnect"]
+    finally:
+        h.close()
+
+
+def test_a_slow_download_that_moves_is_never_cut() -> None:
+    events: list[str] = []
+    h = make(_streaming_app(events), timeout_write=3.0)
+    try:
+        conn, transport = h.connect()
+        conn.pause_writing()  # the kernel and the transport are full
+        h.feed(conn, GET % b"")
+        transport.buffered = 70_000
+        now = h.state.now
+        for _ in range(20):  # a minute of sweeps; the client takes a few bytes each time
+            now += 2.5
+            transport.buffered -= 100
+            conn.check_timeouts(now)
+        assert not transport.aborted and events == []
+    finally:
+        h.close()

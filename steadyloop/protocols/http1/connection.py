@@ -68,7 +68,9 @@ class Http1Connection(asyncio.Protocol):
         "server",
         "state",
         "transport",
+        "write_buffered",
         "write_paused",
+        "write_stall_since",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -89,6 +91,8 @@ class Http1Connection(asyncio.Protocol):
         self.scheme = "http"
         self.proxy_trusted = False
         self.write_paused = False
+        self.write_buffered = 0  # the transport's unsent bytes at the last sweep
+        self.write_stall_since = 0.0  # when the client last took response bytes (sweep clock)
         self.read_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
@@ -159,6 +163,7 @@ class Http1Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.write_stall_since = self.state.now  # the client took bytes: progress
         self._wake_drain()
 
     def _wake_drain(self) -> None:
@@ -326,6 +331,7 @@ class Http1Connection(asyncio.Protocol):
             cycle.request_id,
             cycle.head.headers,
             list(cycle.response_headers),
+            cycle.cut_short,
         )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -444,6 +450,9 @@ class Http1Connection(asyncio.Protocol):
         timeouts = self.state.config.timeouts
         cycle = self.cycle
         if cycle is not None:
+            if timeouts.write and self._write_stalled(now, timeouts.write):
+                self._write_timed_out(cycle, timeouts.write)
+                return
             if (
                 not cycle.body_complete
                 and timeouts.body_read
@@ -463,6 +472,32 @@ class Http1Connection(asyncio.Protocol):
                 self._refuse(408, "request head not received in time")
         elif now - self.idle_since >= timeouts.keep_alive:
             self.close()
+
+    def _write_stalled(self, now: float, limit: float) -> bool:
+        """Has the client taken none of the response for `limit` seconds? Progress, not total
+        time: a slow download that moves lives, however long it takes."""
+        size = self.transport.get_write_buffer_size()
+        if size == 0 or size < self.write_buffered or not self.write_buffered:
+            self.write_stall_since = now  # nothing owed, bytes taken, or the first sweep to wait
+        self.write_buffered = size
+        return now - self.write_stall_since >= limit
+
+    def _write_timed_out(self, cycle: Http1Cycle, limit: float) -> None:
+        logger.info(
+            "write timeout: %s took no response bytes for %ss; aborting %s %s",
+            _peer(self.client),
+            limit,
+            cycle.method,
+            cycle.path,
+        )
+        cycle.cut_short = "write timeout"
+        if self.state.access_log is not None:
+            self._log_access(cycle)  # the response will never complete: log it now
+        self.cycle = None
+        cycle.on_disconnect()  # the app hears http.disconnect; its send() raises
+        self._wake_drain()
+        self.closing = True
+        self.transport.abort()
 
     def shutdown(self) -> None:
         """Server shutdown: close now if idle, else after the response in progress."""

@@ -14,6 +14,7 @@ import os
 from typing import Any, Protocol
 
 from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
+from steadyloop.config import Config
 from steadyloop.http.errors import ResponseError
 from steadyloop.http.response import build_head
 from steadyloop.http.writers import (
@@ -33,6 +34,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 class _ServerHeaders(Protocol):
     head_extra_block: bytes  # Date, Server and --header lines, kept current by the server
+    config: Config
 
 
 class Http1Owner(Protocol):
@@ -199,7 +201,9 @@ class Http1Cycle(RequestCycle):
         # The pool thread works on its own duplicates of both descriptors and stops when told:
         # if this request ends first (cancelled, client gone), the numbers of the originals may
         # be reused by another connection at once.
-        job = SendfileJob(os.dup(sock.fileno()), os.dup(file.fileno()), size)
+        job = SendfileJob(
+            os.dup(sock.fileno()), os.dup(file.fileno()), size, conn.state.config.timeouts.write
+        )
         self.sendfile_job = job
         try:
             return await conn.loop.run_in_executor(None, job.run)

@@ -16,15 +16,17 @@ SENDFILE_CHUNK = 1024 * 1024
 
 
 class SendfileJob:
-    """os.sendfile on a pool thread, over duplicated descriptors that it closes itself."""
+    """os.sendfile on a pool thread, over duplicated descriptors that it closes itself.
 
-    # A client that takes nothing for this long gives up its pool thread.
-    STALL_LIMIT = 60.0
+    A client that takes nothing for `stall_limit` seconds (--timeout-write; 0: no limit)
+    gives up its pool thread: the job raises TimeoutError.
+    """
 
-    def __init__(self, sock_fd: int, file_fd: int, size: int) -> None:
+    def __init__(self, sock_fd: int, file_fd: int, size: int, stall_limit: float) -> None:
         self.sock_fd = sock_fd
         self.file_fd = file_fd
         self.size = size
+        self.stall_limit = stall_limit or float("inf")
         self.stop = threading.Event()  # set when the request ends, whatever the reason
 
     def run(self) -> int:
@@ -39,8 +41,8 @@ class SendfileJob:
                         self.sock_fd, self.file_fd, offset, min(self.size - offset, SENDFILE_CHUNK * 8)
                     )
                 except BlockingIOError:
-                    if time.monotonic() - stalled_since > self.STALL_LIMIT:
-                        raise TimeoutError("client read nothing for a minute") from None
+                    if time.monotonic() - stalled_since > self.stall_limit:
+                        raise TimeoutError("write timeout: the client took no bytes") from None
                     poller.poll(250)  # milliseconds; short, so that `stop` is noticed
                     continue
                 if sent == 0:
