@@ -176,23 +176,30 @@ class Supervisor:
             if self.stopping:
                 continue
             if sig == signal.SIGHUP:
-                self.generation += 1
                 logger.info(
                     "received SIGHUP: starting %d new workers; the old ones stop once the new are ready",
                     self.target,
                 )
-                self.boot_failures = 0
-                self.respawn_at = 0.0
-                self._reconcile(now)
+                self.reload(now)
             elif sig == getattr(signal, "SIGTTIN", None):
-                self.target += 1
+                self.resize(self.target + 1, now)
                 logger.info("received SIGTTIN: %d workers wanted", self.target)
-                self._reconcile(now)
             elif sig == getattr(signal, "SIGTTOU", None):
-                if self.target > 1:
-                    self.target -= 1
+                self.resize(self.target - 1, now)
                 logger.info("received SIGTTOU: %d workers wanted", self.target)
-                self._reconcile(now)
+
+    def reload(self, now: float) -> None:
+        """A new generation: new workers boot, each ready one retires an old one."""
+        self.generation += 1
+        self.waiting_for_change = False
+        self.boot_failures = 0
+        self.respawn_at = 0.0
+        self._reconcile(now)
+
+    def resize(self, target: int, now: float) -> None:
+        """TTIN/TTOU: at least one worker is always wanted."""
+        self.target = max(1, target)
+        self._reconcile(now)
 
     def _on_changes(self) -> None:
         assert self.watcher is not None
@@ -201,11 +208,7 @@ class Supervisor:
             return
         shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         logger.info("detected changes in %s: reloading", shown)
-        self.generation += 1
-        self.waiting_for_change = False
-        self.boot_failures = 0
-        self.respawn_at = 0.0
-        self._reconcile(time.monotonic())
+        self.reload(time.monotonic())
 
     def _on_status(self, w: Worker) -> None:
         try:
