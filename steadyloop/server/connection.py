@@ -233,7 +233,8 @@ class HttpConnection(asyncio.Protocol):
             "state": state.lifespan_state.copy(),
             "extensions": EXTENSIONS,
         }
-        cycle = RequestCycle(self, scope, head, time.perf_counter() if state.access_log else 0.0)
+        timed = state.access_log is not None or state.metrics is not None
+        cycle = RequestCycle(self, scope, head, time.perf_counter() if timed else 0.0)
         self.cycle = cycle
         if state.shutting_down:  # served in the last call: say the connection ends with it
             cycle.keep_alive = False
@@ -303,9 +304,7 @@ class HttpConnection(asyncio.Protocol):
 
     def response_complete(self, cycle: RequestCycle) -> None:
         state = self.state
-        state.requests += 1
-        if state.access_log is not None:
-            self._log_access(cycle)
+        self._request_ended(cycle)
         if state.on_request_done is not None:
             state.on_request_done()
         if self.cycle is not cycle:
@@ -331,6 +330,18 @@ class HttpConnection(asyncio.Protocol):
         if self.parser.buffered or self.parser.dead:
             # A dead parser may hold the error for a request pipelined behind this one.
             self._pump()
+
+    def _request_ended(self, cycle: RequestCycle) -> None:
+        """A response is complete (the app's, or our 500): count it, log it, measure it."""
+        state = self.state
+        state.requests += 1
+        if state.access_log is not None:
+            self._log_access(cycle)
+        metrics = state.metrics  # metrics hook: the one place a finished request is measured
+        if metrics is not None:
+            metrics.request_done(
+                cycle.status, cycle.head.http_version, time.perf_counter() - cycle.started_at
+            )
 
     def _log_access(self, cycle: RequestCycle) -> None:
         assert self.state.access_log is not None
@@ -405,10 +416,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport.write(simple_response(500))
         if self.cycle is cycle:
             self.cycle = None
-        state = self.state
-        state.requests += 1
-        if state.access_log is not None:
-            self._log_access(cycle)
+        self._request_ended(cycle)
         self.close(linger=not cycle.body_complete)
 
     def _refuse(self, status: int, reason: str) -> None:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from steadyloop.asgi.types import ASGIApp
     from steadyloop.config import Config
     from steadyloop.observe.access import AccessLog
+    from steadyloop.observe.metrics.requests import RequestCounters
     from steadyloop.server.connection import HttpConnection
 
 
@@ -38,6 +39,7 @@ class ServerState:
     idle_waiter: asyncio.Future[None] | None = None
     # Called when the number of finished requests changes (max-requests recycling).
     on_request_done: Any = None
+    metrics: RequestCounters | None = None  # --metrics: counted where a request ends
 
     def __post_init__(self) -> None:
         config = self.config
