@@ -69,7 +69,8 @@ MAX_STACKS_KEPT = 64  # distinct stacks remembered per block; more are counted a
 HELD_OFF_NOTE = 0.05  # seconds the thread may be late to wake before a report remarks on it
 RECENT_BLOCKS = 20  # blocks kept for the status page
 MAX_LOCATIONS = 32  # distinct block locations counted for metrics; the rest count as "other"
-UNKNOWN_LOCATION = "unknown"  # a block with no sample, or none in app code
+UNSAMPLED_LOCATION = "unsampled"  # a block the thread saw no stack of
+OUTSIDE_APP_LOCATION = "outside_app"  # sampled, but no app frame on the stack (server start-up, ...)
 OTHER_LOCATION = "other"
 
 
@@ -384,8 +385,15 @@ class Watchdog:
         if not admitted:
             self.suppressed += 1
             self._pending_suppressed += 1
+            running = block.running.most_common(1)[0][0] if block and block.running else Running()
             self.recent_blocks.append(
-                {"time": time.time(), "duration": duration, "location": location, "reported": False}
+                {
+                    "time": time.time(),
+                    "duration": duration,
+                    "location": location,
+                    "reported": False,
+                    **running._asdict(),
+                }
             )
             return
         suppressed_before, self._pending_suppressed = self._pending_suppressed, 0
@@ -406,9 +414,11 @@ class Watchdog:
 
     def location_of(self, stack: Stack) -> str:
         """The app's `file:line` that held the loop in `stack`, for a metrics label."""
+        if not stack:
+            return UNSAMPLED_LOCATION
         frame = locate(stack, self._classifier).app_frame
         if frame is None:
-            return UNKNOWN_LOCATION
+            return OUTSIDE_APP_LOCATION
         return f"{self._classifier.display(frame.filename)}:{frame.lineno}"
 
     def blocked_now(self) -> tuple[float, str | None] | None:

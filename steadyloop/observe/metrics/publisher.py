@@ -46,6 +46,7 @@ class Publisher:
     def _run(self) -> None:
         next_tick = time.monotonic() + TICK_INTERVAL
         try:
+            self._publish()  # at once: a fresh worker shows up in the next scrape
             while not self._stopping.wait(PUBLISH_INTERVAL):
                 if time.monotonic() >= next_tick:
                     next_tick += TICK_INTERVAL
