@@ -179,7 +179,11 @@ def _validate(config: Config) -> None:
     m = config.metrics
     need(0 <= m.port <= 65535, f"--metrics-port must be 0..65535, not {m.port}")
     need(
-        not m.enabled or m.port != config.port or config.uds is not None or config.fd is not None,
+        not m.enabled
+        or m.port == 0
+        or m.port != config.port
+        or config.uds is not None
+        or config.fd is not None,
         "--metrics-port must differ from --port",
     )
 

@@ -393,6 +393,8 @@ class Watchdog:
                     "location": location,
                     "reported": False,
                     **running._asdict(),
+                    # The one sample taken for its location: the status page shows it.
+                    "stacks": self._stacks_payload(block.stacks.most_common(1) if block else []),
                 }
             )
             return
@@ -401,6 +403,17 @@ class Watchdog:
         self.reports += 1
         self.recent_blocks.append({**payload, "time": time.time(), "location": location, "reported": True})
         logger.warning(message, extra={"block": payload})
+
+    def _stacks_payload(self, stacks: list[tuple[Stack, int]]) -> list[dict[str, Any]]:
+        cls = self._classifier
+        return [
+            {
+                "count": count,
+                "frames": [cls.describe(f) for f in stack],
+                "app": [cls.is_app(f.filename) for f in stack],
+            }
+            for stack, count in stacks[:MAX_STACKS_SHOWN]
+        ]
 
     def _count_location(self, duration: float, block: _Block | None) -> str:
         location = self.location_of(block.stacks.most_common(1)[0][0] if block and block.stacks else ())
@@ -521,14 +534,7 @@ class Watchdog:
             "samples": block.stacks.samples + block.other_samples if block else 0,
             "held_off": block.held_off if block else None,
             "suppressed_before": suppressed_before,
-            "stacks": [
-                {
-                    "count": count,
-                    "frames": [cls.describe(f) for f in stack],
-                    "app": [cls.is_app(f.filename) for f in stack],
-                }
-                for stack, count in stacks[:MAX_STACKS_SHOWN]
-            ],
+            "stacks": self._stacks_payload(stacks),
         }
         return "\n".join(lines), payload
 
