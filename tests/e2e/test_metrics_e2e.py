@@ -81,7 +81,7 @@ def test_families_and_values_after_known_traffic_with_two_workers() -> None:
 
         status = httpx.get(server.metrics_url + "/status.json").json()
         blocks = [
-            b for w in status["workers"] for b in w["live"]["recent_blocks"] if b.get("path") == "/block"
+            b for w in status["workers"] for b in w["recent_blocks"] if b.get("path") == "/block"
         ]
         assert [b["location"] for b in blocks] == [BLOCK_LOCATION]
         # Its sampled stack, whether or not the rate limit let its log report through.

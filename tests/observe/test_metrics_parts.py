@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,12 +37,12 @@ def test_request_counters_by_class_protocol_and_duration_bucket() -> None:
 def test_slot_round_trip_and_a_write_that_never_finished() -> None:
     slot = StatsSlot()
     assert slot.read() is None
-    assert slot.publish({"counters": {"n": 1}})
+    assert slot.publish(b'{"counters": {"n": 1}}')
     assert slot.read() == {"counters": {"n": 1}}
     # A writer killed mid-write leaves an odd sequence: the reader does not take torn data.
     slot._map[0:8] = (3).to_bytes(8, "little")  # type: ignore[index]
     assert slot.read() is None
-    assert not slot.publish({"x": "y" * (1 << 21)})  # too large: refused, not truncated
+    assert not slot.publish(b"y" * (1 << 21))  # too large: refused, not truncated
     slot.close()
     slot.close()
 
@@ -50,7 +51,7 @@ def test_slot_is_shared_with_a_forked_child() -> None:
     slot = StatsSlot()
     pid = os.fork()
     if pid == 0:
-        slot.publish({"from": "child"})
+        slot.publish(b'{"from": "child"}')
         os._exit(0)
     os.waitpid(pid, 0)
     assert slot.read() == {"from": "child"}
@@ -106,3 +107,20 @@ def test_restart_reasons() -> None:
     assert restart_reason(worker(Phase.STOPPING, True, generation=0), 1, False) == "reload"
     assert restart_reason(worker(Phase.STOPPING, True), 1, False) is None  # TTOU
     assert restart_reason(worker(Phase.READY), 1, True) is None  # shutting down
+
+
+def test_publisher_encodes_recent_blocks_again_only_when_one_was_added() -> None:
+    from steadyloop.observe.metrics.process import ProcessStats
+    from steadyloop.observe.metrics.publisher import Publisher
+
+    publisher = Publisher(ProcessStats(), None)
+    blocks = [{"location": "a.py:1"}]
+
+    def snapshot() -> dict[str, object]:
+        return {"counters": {}, "gauges": {}, "live": {}, "recent_blocks": list(blocks)}
+
+    assert json.loads(publisher.encode(snapshot()))["recent_blocks"] == [{"location": "a.py:1"}]
+    blocks.append({"location": "b.py:2"})
+    decoded = json.loads(publisher.encode(snapshot()))
+    assert decoded["recent_blocks"][-1] == {"location": "b.py:2"}
+    assert decoded.keys() == {"counters", "gauges", "live", "recent_blocks"}

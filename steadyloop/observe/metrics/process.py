@@ -9,7 +9,8 @@ chart. The snapshot is JSON-able; its shape:
 
     counters  only ever grow: requests, durations, lag, blocks, pool waits, lost logs
     gauges    now: connections by state, app tasks, pool busy/queued, log queue depth
-    live      for the status page: the lag chart, recent blocks and waits, a block now
+    live      for the status page: the lag chart, recent waits, a block going on now
+    recent_blocks  the last blocks, with request, location and sampled stacks
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class ProcessStats:
         requests = self.requests.snapshot()
         counters: dict[str, Any] = {**requests, "pool_waits": {}, "log": {"dropped": {}, "lost": 0}}
         gauges: dict[str, Any] = {"connections": {}, "tasks": 0, "pools": {}, "log_queue": 0}
-        live: dict[str, Any] = {"lag_history": [], "recent_blocks": [], "blocked_now": None, "waits": {}}
+        live: dict[str, Any] = {"lag_history": [], "blocked_now": None, "waits": {}}
+        recent_blocks: list[dict[str, Any]] = []
         watchdog = self.watchdog
         if watchdog is not None:
             counters["lag"] = _lag(watchdog.lag.snapshot())
@@ -76,7 +78,7 @@ class ProcessStats:
                 "seconds": watchdog.blocked_seconds,
                 "locations": {k: list(v) for k, v in dict(watchdog.block_locations).items()},
             }
-            live["recent_blocks"] = list(watchdog.recent_blocks)
+            recent_blocks = list(watchdog.recent_blocks)
             now = watchdog.blocked_now()
             if now is not None:
                 live["blocked_now"] = {"seconds": now[0], "location": now[1]}
@@ -101,6 +103,7 @@ class ProcessStats:
             "counters": counters,
             "gauges": gauges,
             "live": live,
+            "recent_blocks": recent_blocks,  # last: the publisher re-uses its encoding
         }
 
 

@@ -2,7 +2,8 @@
 
 `RequestCounters.request_done(status, protocol, seconds)` runs on the loop for
 every finished response: no lock (only the loop thread writes), no allocation
-beyond the integers themselves, a bisect for the duration bucket. A publisher
+beyond the integers themselves, one index per status and protocol (the classes
+are worked out when a snapshot is taken), a bisect for the duration bucket. A publisher
 thread copies the lists now and then; a copy taken mid-update is off by one
 request at most, and the next one is right.
 """
@@ -17,6 +18,7 @@ STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 PROTOCOLS = ("HTTP/1.0", "HTTP/1.1", "HTTP/2", "websocket", "other")
 _PROTOCOL_INDEX = {"1.0": 0, "1.1": 1, "2": 2, "2.0": 2, "websocket": 3}
 _OTHER_PROTOCOL = len(PROTOCOLS) - 1
+_STATUSES = 600
 
 # Request duration buckets (seconds): Prometheus's defaults, with two finer ones
 # below 5 ms, where most responses of a fast server land.
@@ -31,16 +33,19 @@ class RequestCounters:
     __slots__ = ("buckets", "counts", "seconds")
 
     def __init__(self) -> None:
-        self.counts = [0] * (len(STATUS_CLASSES) * len(PROTOCOLS))
+        # One slot per (status, protocol): the hook indexes without working out the class.
+        # Statuses are 100..999 (checked where the response head is built); 600 and up
+        # share the last slot.
+        self.counts = [0] * (_STATUSES * len(PROTOCOLS) + 1)
         self.buckets = [0] * (len(DURATION_BOUNDS) + 1)  # the last is +inf
         self.seconds = 0.0
 
     def request_done(self, status: int, protocol: str, seconds: float) -> None:
         """A response is complete (the loop thread only). `protocol`: "1.1", "2", "websocket"."""
-        status_class = status // 100 - 1
-        if not 0 <= status_class <= 4:
-            status_class = 5
-        self.counts[status_class * 5 + _PROTOCOL_INDEX.get(protocol, _OTHER_PROTOCOL)] += 1
+        try:
+            self.counts[status * 5 + _PROTOCOL_INDEX.get(protocol, _OTHER_PROTOCOL)] += 1
+        except IndexError:
+            self.counts[-1] += 1
         self.buckets[bisect_left(DURATION_BOUNDS, seconds)] += 1
         self.seconds += seconds
 
@@ -50,8 +55,11 @@ class RequestCounters:
         requests: dict[str, dict[str, int]] = {}
         for i, n in enumerate(counts):
             if n:
-                status_class, protocol = divmod(i, len(PROTOCOLS))
-                requests.setdefault(PROTOCOLS[protocol], {})[STATUS_CLASSES[status_class]] = n
+                status, protocol = divmod(i, len(PROTOCOLS))
+                name = PROTOCOLS[protocol] if i < len(counts) - 1 else "other"
+                status_class = STATUS_CLASSES[status // 100 - 1] if 100 <= status < _STATUSES else "other"
+                by_class = requests.setdefault(name, {})
+                by_class[status_class] = by_class.get(status_class, 0) + n
         return {
             "requests": requests,
             "duration": histogram(DURATION_BOUNDS, list(self.buckets), self.seconds),

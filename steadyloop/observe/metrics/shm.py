@@ -37,9 +37,8 @@ class StatsSlot:
         self._map: mmap.mmap | None = mmap.mmap(-1, SIZE)
         self._sequence = 0
 
-    def publish(self, snapshot: dict[str, Any]) -> bool:
-        """Write `snapshot`; False if it does not fit (it is then not published)."""
-        data = json.dumps(snapshot, separators=(",", ":")).encode()
+    def publish(self, data: bytes) -> bool:
+        """Write a JSON document; False if it does not fit (it is then not published)."""
         m = self._map
         if m is None or len(data) > CAPACITY:
             return False
