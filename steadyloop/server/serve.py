@@ -120,6 +120,7 @@ class Server:
             self.watchdog.stop()
             if publisher is not None:
                 publisher.stop()  # after the watchdog's last report: the final numbers
+            process_stats.uninstall(self.stats)
 
     async def startup(self, sockets: list[socket.socket] | None) -> bool:
         config = self.config
@@ -325,7 +326,6 @@ def serve_process(
     finally:
         if listener is not None:
             listener.stop()
-        process_stats.install(None)
         pipeline.shutdown(config.log.drain_timeout)
 
 

@@ -1,7 +1,7 @@
 """The metrics port's HTTP listener: small, strict, and driven by someone else's selector.
 
 It serves three GETs -- /metrics, / (the status page) and /status.json -- one
-request per connection (`Connection: close`), and runs inside a selector
+request per connection (`Connection: close`, then a lingering close), and runs inside a selector
 loop it does not own: the supervisor's single-threaded select() loop, or the
 thread of `standalone.py`. Every callback it registers takes no argument and
 never blocks: sockets are non-blocking, a response that does not fit the
@@ -195,11 +195,34 @@ class MetricsListener:
             return
         client.outbox = client.outbox[sent:]
         if not client.outbox:
-            self._close(client)
+            self._linger(client)
         elif not client.writing:
             assert self._selector is not None
             client.writing = True
             self._selector.modify(client.sock, selectors.EVENT_WRITE, lambda: self._writable(client))
+
+    def _linger(self, client: _Client) -> None:
+        """The response is out: half-close, and read (and drop) what the client still sends
+        until it closes. Closing a socket with unread bytes would reset the connection,
+        and the client could lose the response (a 400 or 431 sent before the rest of its
+        request was read). The request deadline still closes a client that never does."""
+        assert self._selector is not None
+        try:
+            client.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(client)
+            return
+        self._selector.modify(client.sock, selectors.EVENT_READ, lambda: self._drain(client))
+
+    def _drain(self, client: _Client) -> None:
+        try:
+            data = client.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(client)
 
     def _close(self, client: _Client) -> None:
         fd = client.sock.fileno()

@@ -121,10 +121,17 @@ def _lag(snap: LagSnapshot) -> dict[str, Any]:
 _current: ProcessStats | None = None
 
 
-def install(stats: ProcessStats | None) -> None:
-    """Make `stats` this process's (the server at start); None when it stops."""
+def install(stats: ProcessStats) -> None:
+    """Make `stats` this process's (the server, at start)."""
     global _current
     _current = stats
+
+
+def uninstall(stats: ProcessStats) -> None:
+    """The server that installed `stats` has stopped (a later one may have replaced it)."""
+    global _current
+    if _current is stats:
+        _current = None
 
 
 def current_stats() -> dict[str, Any] | None:
