@@ -6,9 +6,11 @@ descriptor or a deadline:
     signal pipe     TERM/INT stop, HUP reload, TTIN/TTOU resize, CHLD a child exited
     status pipes    one per worker: ready / recycling / boot error (see worker.py)
     watcher pipe    --reload: files changed
+    metrics port    --metrics: scrapes and status polls, answered from the workers'
+                    shared stats slots (see metrics_hub.py); never a worker's loop
     deadlines       SIGKILL due for a worker that does not stop; the earliest moment
                     a worker's heartbeat can be older than --worker-timeout; the end
-                    of a boot-failure back-off
+                    of a boot-failure back-off; a metrics client's request time-out
 
 so it sleeps exactly until the next thing can happen, never in a polling loop.
 
