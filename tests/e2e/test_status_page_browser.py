@@ -58,6 +58,8 @@ def test_a_block_shows_up_on_the_open_page_with_its_line_and_stack() -> None:
             assert all(url.startswith(server.metrics_url + "/") for url in fetched), fetched
             load.join()
             if SCREENSHOT:
+                busy = threading.Event()
+                threading.Thread(target=_steady_traffic, args=(server.url, busy), daemon=True).start()
                 desktop = browser.new_page(viewport={"width": 1280, "height": 900})
                 desktop.goto(server.metrics_url + "/")
                 desktop.wait_for_function(
@@ -66,6 +68,7 @@ def test_a_block_shows_up_on_the_open_page_with_its_line_and_stack() -> None:
                 desktop.locator("summary", has_text=BLOCK_LOCATION).first.dispatch_event("click")
                 desktop.wait_for_timeout(2500)  # two polls: requests/s has a rate
                 desktop.screenshot(path=SCREENSHOT, full_page=True)
+                busy.set()
         finally:
             browser.close()
 
@@ -77,4 +80,10 @@ def _traffic(url: str) -> None:
         client.get("/pool")
         client.get("/block", params={"s": "0.4"})
         for _ in range(20):
+            client.get("/")
+
+
+def _steady_traffic(url: str, done: threading.Event) -> None:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while not done.is_set():
             client.get("/")
