@@ -241,3 +241,33 @@ def test_scraping_under_load_leaves_the_apps_latency_alone() -> None:
         assert scraped < max(5 * quiet, 0.05), (
             f"p99 {quiet * 1000:.1f} ms alone, {scraped * 1000:.1f} scraped"
         )
+
+
+def test_recycled_and_stuck_workers_are_counted_by_reason() -> None:
+    # --max-requests: the recycled worker's last counts are published on its way out.
+    with metrics_server("--max-requests", "5", "--worker-timeout", "2") as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for _ in range(12):
+                client.get("/", headers={"connection": "close"})
+        wait_until(
+            lambda: server.total("steadyloop_worker_restarts_total", reason="max_requests") >= 1, timeout=20
+        )
+        wait_until(lambda: server.total("steadyloop_requests_total") == 12, timeout=15)
+        # A loop stuck past --worker-timeout: killed after a stack dump, counted as stuck_loop.
+        cut_off: list[Exception] = []
+
+        def stuck_request() -> None:
+            try:
+                httpx.get(server.url + "/block", params={"s": "60"}, timeout=60)
+            except httpx.HTTPError as exc:  # its worker is killed under it
+                cut_off.append(exc)
+
+        stuck = threading.Thread(target=stuck_request, daemon=True)
+        stuck.start()
+        wait_until(
+            lambda: server.total("steadyloop_worker_restarts_total", reason="stuck_loop") == 1, timeout=30
+        )
+        stuck.join(timeout=30)
+        assert cut_off
+        assert server.total("steadyloop_worker_restarts_total", reason="crashed") == 0
+        assert server.total("steadyloop_requests_total") == 12
