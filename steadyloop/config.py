@@ -64,6 +64,13 @@ class WatchdogOptions:
 
 
 @dataclass(frozen=True)
+class MetricsOptions:
+    enabled: bool = False  # --metrics: Prometheus metrics and the status page
+    address: str = "127.0.0.1"  # operators only: not exposed unless asked for
+    port: int = 9090
+
+
+@dataclass(frozen=True)
 class WorkerOptions:
     workers: int = 1
     reuse_port: bool = False
@@ -105,6 +112,7 @@ class Config:
     log: LogOptions = field(default_factory=LogOptions)
     watchdog: WatchdogOptions = field(default_factory=WatchdogOptions)
     worker: WorkerOptions = field(default_factory=WorkerOptions)
+    metrics: MetricsOptions = field(default_factory=MetricsOptions)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -169,6 +177,17 @@ def _validate(config: Config) -> None:
     wd = config.watchdog
     need(wd.block_threshold >= 0, "--block-threshold must not be negative")
     need(wd.block_dump_after >= 0, "--block-dump-after must not be negative")
+
+    m = config.metrics
+    need(0 <= m.port <= 65535, f"--metrics-port must be 0..65535, not {m.port}")
+    need(
+        not m.enabled
+        or m.port == 0
+        or m.port != config.port
+        or config.uds is not None
+        or config.fd is not None,
+        "--metrics-port must differ from --port",
+    )
 
     w = config.worker
     need(w.workers >= 1, "--workers must be at least 1")

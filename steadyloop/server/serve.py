@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from steadyloop.asgi.lifespan import Lifespan, LifespanFailed
 from steadyloop.asgi.types import ASGIApp
@@ -30,12 +31,16 @@ from steadyloop.observe.access import AccessLog
 from steadyloop.observe.heartbeat import Heartbeat
 from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.observe.logsetup import LogPipeline, setup_logging
+from steadyloop.observe.metrics import process as process_stats
+from steadyloop.observe.metrics.publisher import Publisher
+from steadyloop.observe.metrics.shm import StatsSlot
 from steadyloop.observe.threadpool import install_thread_pools
 from steadyloop.observe.watchdog import Watchdog
 from steadyloop.protocols.http1.connection import Http1Connection
 from steadyloop.protocols.shared import ServerState
 from steadyloop.server.loops import new_event_loop
 from steadyloop.server.sockets import bind_sockets, describe
+from steadyloop.server.stats_sources import attach as attach_stats
 from steadyloop.wsgi.bridge import WSGIBridge
 
 logger = logging.getLogger("steadyloop.error")
@@ -93,6 +98,10 @@ class Server:
         # Set by a supervisor before serving: the shared slot it reads to tell a stuck loop.
         self.heartbeat: Heartbeat | None = None
         self.watchdog: Watchdog | None = None
+        # This process's numbers (steadyloop.observe.current_stats()); with --metrics, requests
+        # are counted too and published to the supervisor's slot (or served by our own listener).
+        self.stats = process_stats.ProcessStats()
+        self.stats_slot: StatsSlot | None = None
 
     # -- the whole life ------------------------------------------------------------------------
 
@@ -104,15 +113,21 @@ class Server:
         # The watchdog covers the whole life, lifespan startup and shutdown included.
         self.watchdog = Watchdog(self.loop, self.config.watchdog, heartbeat=self.heartbeat)
         self.watchdog.start()
+        publisher = Publisher(self.stats, self.stats_slot) if self.config.metrics.enabled else None
         try:
             if not await self.startup(sockets):
                 return
+            if publisher is not None:
+                publisher.start()
             try:
                 await self._should_exit.wait()
             finally:
                 await self.shutdown()
         finally:
             self.watchdog.stop()
+            if publisher is not None:
+                publisher.stop()  # after the watchdog's last report: the final numbers
+            process_stats.uninstall(self.stats)
 
     async def startup(self, sockets: list[socket.socket] | None) -> bool:
         config = self.config
@@ -125,6 +140,10 @@ class Server:
             state.max_requests = self.max_requests
             state.on_max_requests = self._max_requests_reached
         self.state = state
+        attach_stats(
+            self.stats, state, self.watchdog, self.log_pipeline, count_requests=config.metrics.enabled
+        )
+        process_stats.install(self.stats)
 
         self.lifespan = Lifespan(self.app, config.lifespan, state.lifespan_state)
         try:
@@ -293,12 +312,16 @@ def serve_process(
     *,
     on_started: Callable[[Server], None] | None = None,
     heartbeat: Heartbeat | None = None,
+    stats_slot: StatsSlot | None = None,
 ) -> int:
     """Run one serving process to the end and return its exit code.
 
     `heartbeat`: a supervisor's shared slot, stamped by the loop (via the watchdog).
+    `stats_slot`: a supervisor's shared slot for this worker's metrics (--metrics); without
+    one, --metrics starts this process's own listener, on a thread of its own.
     """
     pipeline = setup_logging(config.log)
+    listener: Any = None
     try:
         try:
             app = resolve_app(config)
@@ -309,7 +332,10 @@ def serve_process(
         server = Server(config, app)
         server.log_pipeline = pipeline
         server.heartbeat = heartbeat
+        server.stats_slot = stats_slot
         server.access_log = _make_access_log(config, pipeline)
+        if config.metrics.enabled and stats_slot is None:
+            listener = _start_metrics_listener(config, server)
         loop = new_event_loop(config.loop)
         asyncio.set_event_loop(loop)
         try:
@@ -318,6 +344,8 @@ def serve_process(
             _close_loop(loop)
         return server.exit_code
     finally:
+        if listener is not None:
+            listener.stop()
         pipeline.shutdown(config.log.drain_timeout)
 
 
@@ -346,6 +374,17 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
     finally:
         asyncio.set_event_loop(None)
         loop.close()
+
+
+def _start_metrics_listener(config: Config, server: Server) -> Any:
+    """--metrics in one process: the listener on a thread of its own, never on the loop.
+    (Imported here: prometheus_client is only loaded where metrics are served.)"""
+    from steadyloop.observe.metrics.listener import bind
+    from steadyloop.observe.metrics.standalone import StandaloneListener
+
+    listener = StandaloneListener(bind(config.metrics.address, config.metrics.port), server.stats)
+    listener.start()
+    return listener
 
 
 def _make_access_log(config: Config, pipeline: LogPipeline) -> AccessLog | None:

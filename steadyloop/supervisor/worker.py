@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from steadyloop.config import Config, ConfigError
 from steadyloop.observe.heartbeat import Heartbeat
+from steadyloop.observe.metrics.shm import StatsSlot
 from steadyloop.server.serve import Server, serve_process
 from steadyloop.server.sockets import bind_sockets
 
@@ -47,6 +48,7 @@ class WorkerLink:
     status_fd: int  # write end of the status pipe
     lifeline_fd: int  # read end of the lifeline pipe: EOF when the supervisor is gone
     heartbeat: Heartbeat
+    stats_slot: StatsSlot | None = None  # --metrics: where this worker publishes its numbers
 
     def send(self, kind: bytes, text: str = "") -> None:
         line = kind + (b" " + text.encode("utf-8", "replace") if text else b"") + b"\n"
@@ -93,7 +95,9 @@ def run_worker(config: Config, sockets: list[socket.socket] | None, link: Worker
     try:
         if sockets is None:  # --reuse-port: each worker binds its own socket
             sockets = bind_sockets(config, reuse_port=True)
-        code = serve_process(config, sockets, on_started=on_started, heartbeat=link.heartbeat)
+        code = serve_process(
+            config, sockets, on_started=on_started, heartbeat=link.heartbeat, stats_slot=link.stats_slot
+        )
     except ConfigError as exc:
         first_error.message = str(exc)
         code = 1

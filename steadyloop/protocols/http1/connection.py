@@ -243,7 +243,8 @@ class Http1Connection(asyncio.Protocol):
             "state": state.lifespan_state.copy(),
             "extensions": EXTENSIONS,
         }
-        cycle = Http1Cycle(self, scope, head, time.perf_counter() if state.access_log else 0.0)
+        timed = state.access_log is not None or state.metrics is not None
+        cycle = Http1Cycle(self, scope, head, time.perf_counter() if timed else 0.0)
         self.cycle = cycle
         if state.shutting_down:  # served in the last call: say the connection ends with it
             cycle.keep_alive = False
@@ -290,7 +291,7 @@ class Http1Connection(asyncio.Protocol):
     def response_complete(self, cycle: Http1Cycle) -> None:
         """The one place a request ends, answered by the app or by the server."""
         state = self.state
-        state.request_done()
+        state.request_done(cycle.status, cycle.head.http_version, cycle.started_at)
         if state.access_log is not None:
             self._log_access(cycle)
         if self.cycle is not cycle:
