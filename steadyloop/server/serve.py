@@ -117,6 +117,10 @@ class Server:
         state.on_request_done = self.on_request_done
         self.state = state
 
+        # Bound before the app's startup runs: a port that is taken must not leave the app
+        # started (its connections open) with nobody to run its shutdown.
+        if sockets is None:
+            sockets = bind_sockets(config)
         self.lifespan = Lifespan(self.app, config.lifespan, state.lifespan_state)
         try:
             await self.lifespan.startup()
@@ -126,10 +130,10 @@ class Server:
         except LifespanFailed as exc:
             logger.error("Application startup failed: %s", exc)
             self.exit_code = EXIT_STARTUP_FAILED
+            for sock in sockets:
+                sock.close()
             return False
 
-        if sockets is None:
-            sockets = bind_sockets(config)
         for sock in sockets:
             server = await loop.create_server(
                 lambda: HttpConnection(state), sock=sock, backlog=config.backlog
@@ -277,7 +281,10 @@ def serve_process(
     """Run one serving process to the end and return its exit code.
 
     `heartbeat`: a supervisor's shared slot, stamped by the loop (via the watchdog).
+    A port that is taken (ConfigError, one line) is found before the app is imported.
     """
+    if sockets is None:
+        sockets = bind_sockets(config)
     pipeline = setup_logging(config.log)
     try:
         try:

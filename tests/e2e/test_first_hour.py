@@ -7,7 +7,10 @@ type instead, keep-alive off, --env-file and --pid-file, --help.
 
 from __future__ import annotations
 
-from tests.e2e.test_cli import QUIET, logfile, read_log, run_cli  # noqa: F401  (fixture)
+import socket
+from pathlib import Path
+
+from tests.e2e.test_cli import run_cli
 
 # -- an app that fails to import ------------------------------------------------------------
 
@@ -30,3 +33,37 @@ def test_an_import_error_under_a_supervisor_names_the_line_too() -> None:
     assert result.returncode != 0
     assert "apps/needs_setting/helpers.py:3 in <module>" in result.stderr
     assert "no worker could start" in result.stderr
+
+
+# -- a port that is taken ---------------------------------------------------------------------
+
+
+def test_a_taken_port_is_one_line_and_the_app_never_half_starts(tmp_path: Path) -> None:
+    marker = tmp_path / "shutdown"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            ["apps.basic:with_state", "--port", str(port), "--lifespan", "on"],
+            env={"SHUTDOWN_MARKER": str(marker)},
+        )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in lines[0]
+    assert "CancelledError" not in result.stderr
+    # Bound before the app started: there was no startup to undo.
+    assert not marker.exists()
+
+
+def test_a_taken_port_under_a_supervisor_is_one_line_too() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(["apps.basic:with_state", "--port", str(port), "--workers", "2"])
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"steadyloop: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
