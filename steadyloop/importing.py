@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import linecache
+import logging
 import os
 import sys
 import traceback
@@ -18,6 +19,8 @@ from typing import Any
 
 from steadyloop.asgi.types import ASGIApp, Receive, Scope, Send
 from steadyloop.observe.stacks import FrameClassifier
+
+logger = logging.getLogger("steadyloop.error")
 
 
 class AppLoadError(Exception):
@@ -89,6 +92,14 @@ def load_app(app: Any, *, factory: bool = False, app_dir: str | None = None) -> 
 
         return demo.app
     obj = import_from_string(app) if isinstance(app, str) else app
+    if not factory and looks_like_factory(obj):
+        # Called with (scope, receive, send), a factory fails every request with a 500.
+        logger.warning(
+            "APP %s takes no arguments, so it is taken for an app factory and called; "
+            "pass --factory to say so",
+            app if isinstance(app, str) else repr(app),
+        )
+        factory = True
     if factory:
         try:
             obj = obj()
@@ -97,6 +108,22 @@ def load_app(app: Any, *, factory: bool = False, app_dir: str | None = None) -> 
     if not callable(obj):
         raise AppLoadError(f"app {app!r} is not callable")
     return obj
+
+
+def looks_like_factory(obj: Any) -> bool:
+    """A plain function that can be called with no arguments: no app interface fits it
+    (ASGI apps take three, ASGI 2 one, WSGI two), so it can only be a factory."""
+    if not inspect.isfunction(obj) or inspect.iscoroutinefunction(obj):
+        return False
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return not any(
+        p.kind is p.VAR_POSITIONAL
+        or (p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)
+        for p in params
+    )
 
 
 def detect_interface(app: Any) -> str:

@@ -8,9 +8,23 @@ type instead, keep-alive off, --env-file and --pid-file, --help.
 from __future__ import annotations
 
 import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from tests.e2e.test_cli import run_cli
+import httpx
+import pytest
+
+from tests.conftest import free_port, spawn
+from tests.e2e.test_cli import read_log, run_cli
+
+
+@pytest.fixture
+def logfile() -> Iterator[Any]:
+    with tempfile.TemporaryFile("w+") as file:
+        yield file
+
 
 # -- an app that fails to import ------------------------------------------------------------
 
@@ -67,3 +81,23 @@ def test_a_taken_port_under_a_supervisor_is_one_line_too() -> None:
     assert result.stderr.strip().splitlines() == [
         f"steadyloop: error: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+# -- a factory given without --factory ----------------------------------------------------------
+
+
+def test_a_factory_without_the_flag_is_used_with_a_warning(logfile: Any) -> None:
+    port = free_port()
+    args = ["apps.basic:make_app", "--port", str(port), "--no-access-log"]
+    with spawn(args, port=port, stdout=logfile, stderr=logfile):
+        assert httpx.get(f"http://127.0.0.1:{port}/").text == "made by factory"
+    log = read_log(logfile)
+    assert "WARNING" in log and "app factory" in log and "--factory" in log
+
+
+def test_a_wsgi_app_is_not_taken_for_a_factory(logfile: Any) -> None:
+    port = free_port()
+    args = ["apps.wsgi_raw:app", "--port", str(port), "--no-access-log"]
+    with spawn(args, port=port, stdout=logfile, stderr=logfile):
+        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+    assert "factory" not in read_log(logfile)
