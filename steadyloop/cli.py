@@ -7,6 +7,7 @@ line and exit non-zero; no traceback wall.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 import threading
@@ -15,16 +16,56 @@ from typing import Any, NoReturn
 
 from steadyloop import __version__
 from steadyloop.config import ConfigError
-from steadyloop.options import OPTIONS, Option, build_config, parse_env
+from steadyloop.options import OPTIONS, Option, build_config, parse_env, whole_number
 
 EXIT_USAGE = 2
+
+
+# Flags of other servers, and what to type here instead.
+FOREIGN_FLAGS = {
+    "-w": "--workers N",
+    "-b": "--host HOST --port PORT, or --uds PATH",
+    "--bind": "--host HOST --port PORT, or --uds PATH",
+    "-t": "--worker-timeout SECONDS",
+    "--timeout": "--worker-timeout SECONDS",
+    "--keep-alive": "--timeout-keep-alive SECONDS",
+    "--keepalive": "--timeout-keep-alive SECONDS",
+    "--graceful-timeout": "--timeout-graceful-shutdown SECONDS",
+    "--limit-max-requests": "--max-requests N",
+    "--limit-max-requests-jitter": "--max-requests-jitter N",
+    "--access-logfile": "--access-log (to stdout) or --log-config FILE",
+    "--error-logfile": "--log-config FILE",
+    "--log-file": "--log-config FILE",
+    "--pid": "--pid-file PATH",
+    "--pidfile": "--pid-file PATH",
+    "--ssl-keyfile": "TLS in the proxy in front (docs/deployment.md)",
+    "--ssl-certfile": "TLS in the proxy in front (docs/deployment.md)",
+}
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, like every other usage error; argparse's default prints the whole usage
         # (thirty lines for this many options) before it.
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        hint = self.hint(message)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}{hint} (see {self.prog} --help)\n")
+
+    def hint(self, message: str) -> str:
+        """For an unknown flag: the flag meant, if it is another server's or a near miss."""
+        prefix = "unrecognized arguments: "
+        if not message.startswith(prefix):
+            return ""
+        known = [flag for action in self._actions for flag in action.option_strings]
+        for word in message[len(prefix) :].split():
+            flag = word.partition("=")[0]
+            if not flag.startswith("-"):
+                continue
+            if flag in FOREIGN_FLAGS:
+                return f"; for {flag}, use {FOREIGN_FLAGS[flag]}"
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+            if close:
+                return f"; did you mean {close[0]}?"
+        return ""
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -36,6 +77,8 @@ def make_parser() -> argparse.ArgumentParser:
             "e.g. STEADYLOOP_PORT=9000."
         ),
         argument_default=argparse.SUPPRESS,
+        # No prefixes: "--timeout" is gunicorn's worker timeout, not an abbreviation of ours.
+        allow_abbrev=False,
     )
     parser.add_argument(
         "app", nargs="?", metavar="APP", help="the app as module:attribute (default: the demo app)"
@@ -73,7 +116,7 @@ def make_parser() -> argparse.ArgumentParser:
 def _metavar(option: Option) -> str | None:
     if option.metavar or option.choices:
         return option.metavar
-    if option.parse is int:
+    if option.parse is whole_number:
         return "N"
     if option.help.find("seconds") != -1 or option.name.startswith("timeout_"):
         return "SECONDS"

@@ -26,14 +26,31 @@ def _bool(text: str) -> bool:
     raise ValueError(f"expected true or false, not {text!r}")
 
 
+def whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, not {text!r}") from None
+
+
+def seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, not {text!r}") from None
+
+
 def _optional_float(text: str) -> float | None:
-    return None if text.strip().lower() in ("", "none") else float(text)
+    return None if text.strip().lower() in ("", "none") else seconds(text)
 
 
 def _workers(text: str) -> int:
     if text.strip().lower() == "auto":
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return int(text)
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number or 'auto', not {text!r}") from None
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -83,10 +100,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     # Binding
     Option("--host", "host", str, "address to listen on (default 127.0.0.1)"),
-    Option("--port", "port", int, "port to listen on (default 8000; 0 picks a free one)"),
+    Option("--port", "port", whole_number, "port to listen on (default 8000; 0 picks a free one)"),
     Option("--uds", "uds", str, "listen on this UNIX domain socket instead", metavar="PATH"),
-    Option("--fd", "fd", int, "serve on this already-listening file descriptor", metavar="FD"),
-    Option("--backlog", "backlog", int, "listen backlog (default 2048)"),
+    Option("--fd", "fd", whole_number, "serve on this already-listening file descriptor", metavar="FD"),
+    Option("--backlog", "backlog", whole_number, "listen backlog (default 2048)"),
     # Runtime
     Option(
         "--loop",
@@ -103,7 +120,9 @@ OPTIONS: tuple[Option, ...] = (
         "ASGI root_path, for apps mounted below a path prefix",
         metavar="PATH",
     ),
-    Option("--threads", "threads", int, "threads for sync work: WSGI apps, `def` endpoints (default 40)"),
+    Option(
+        "--threads", "threads", whole_number, "threads for sync work: WSGI apps, `def` endpoints (default 40)"
+    ),
     Option(
         "--workers",
         "worker.workers",
@@ -115,12 +134,15 @@ OPTIONS: tuple[Option, ...] = (
         "--reuse-port", "worker.reuse_port", _bool, "give each worker its own SO_REUSEPORT socket", "flag"
     ),
     Option(
-        "--max-requests", "worker.max_requests", int, "replace a worker after it served this many requests"
+        "--max-requests",
+        "worker.max_requests",
+        whole_number,
+        "replace a worker after it served this many requests",
     ),
     Option(
         "--max-requests-jitter",
         "worker.max_requests_jitter",
-        int,
+        whole_number,
         "random extra requests per worker, so they do not all restart at once",
     ),
     Option(
@@ -158,43 +180,43 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--limit-concurrency",
         "limits.concurrency",
-        int,
+        whole_number,
         "answer 503 beyond this many connections or running requests",
     ),
     Option(
         "--limit-request-line",
         "limits.max_request_line",
-        int,
+        whole_number,
         "longest request line in bytes; 414 beyond (default 8190)",
     ),
     Option(
         "--limit-request-fields",
         "limits.max_header_count",
-        int,
+        whole_number,
         "most header fields in a request; 431 beyond (default 100)",
     ),
     Option(
         "--limit-request-field-size",
         "limits.max_header_size",
-        int,
+        whole_number,
         "longest header field line in bytes; 431 beyond (default 8190)",
     ),
     Option(
         "--timeout-keep-alive",
         "timeouts.keep_alive",
-        float,
+        seconds,
         "close idle keep-alive connections after this many seconds (default 5)",
     ),
     Option(
         "--timeout-header-read",
         "timeouts.header_read",
-        float,
+        seconds,
         "a request head must arrive within this many seconds; 408 after (default 10)",
     ),
     Option(
         "--timeout-body-read",
         "timeouts.body_read",
-        float,
+        seconds,
         "longest pause, in seconds, while a request body is still due; 408 after; 0: none (default 60)",
     ),
     Option(
@@ -264,25 +286,27 @@ OPTIONS: tuple[Option, ...] = (
         "when the log queue is full: drop (default) or block",
         choices=("drop", "block"),
     ),
-    Option("--log-queue-records", "log.queue_records", int, "log queue bound in records (default 10000)"),
-    Option("--log-queue-bytes", "log.queue_bytes", int, "log queue bound in bytes (default 16 MiB)"),
+    Option(
+        "--log-queue-records", "log.queue_records", whole_number, "log queue bound in records (default 10000)"
+    ),
+    Option("--log-queue-bytes", "log.queue_bytes", whole_number, "log queue bound in bytes (default 16 MiB)"),
     Option(
         "--log-drain-timeout",
         "log.drain_timeout",
-        float,
+        seconds,
         "at exit, wait this long for the log queue to drain (default 5)",
     ),
     # Watchdog
     Option(
         "--block-threshold",
         "watchdog.block_threshold",
-        float,
+        seconds,
         "report event-loop blocks longer than this many seconds; 0 turns it off (default 0.1)",
     ),
     Option(
         "--block-dump-after",
         "watchdog.block_dump_after",
-        float,
+        seconds,
         "dump every thread's stack when the loop is blocked this long (default 30)",
     ),
 )
@@ -291,7 +315,7 @@ BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 
 
 def parse_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    """STEADYLOOP_* variables as option values, by option name."""
+    """STEADYLOOP_* variables (and WEB_CONCURRENCY) as option values, by option name."""
     values: dict[str, Any] = {}
     for option in OPTIONS:
         raw = environ.get(option.env)
@@ -306,7 +330,14 @@ def parse_env(environ: Mapping[str, str]) -> dict[str, Any]:
             else:
                 values[option.name] = option.parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"{option.env}: {exc}") from None
+            raise ConfigError(f"environment variable {option.env}: {exc}") from None
+    if "workers" not in values and environ.get("WEB_CONCURRENCY"):
+        # Set by many platforms (Heroku, Render, Dokku) to the process count they size for;
+        # uvicorn and gunicorn honour it, below their own flag and variable.
+        try:
+            values["workers"] = whole_number(environ["WEB_CONCURRENCY"])
+        except ValueError as exc:
+            raise ConfigError(f"environment variable WEB_CONCURRENCY: {exc}") from None
     return values
 
 

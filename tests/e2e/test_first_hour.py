@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port, spawn
+from tests.conftest import free_port, spawn, wait_until
 from tests.e2e.test_cli import read_log, run_cli
 
 
@@ -101,3 +101,70 @@ def test_a_wsgi_app_is_not_taken_for_a_factory(logfile: Any) -> None:
     with spawn(args, port=port, stdout=logfile, stderr=logfile):
         assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
     assert "factory" not in read_log(logfile)
+
+
+# -- refusals that say what to type -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["-w", "4"], "for -w, use --workers N"),
+        (["-b", "0.0.0.0:8000"], "for -b, use --host HOST --port PORT, or --uds PATH"),
+        (["--bind=unix:/tmp/x"], "for --bind, use --host HOST --port PORT, or --uds PATH"),
+        (["--timeout", "30"], "for --timeout, use --worker-timeout SECONDS"),
+        (["--prot", "9000"], "did you mean --port?"),
+        (["--acess-log"], "did you mean --access-log?"),
+    ],
+)
+def test_an_unknown_flag_gets_the_flag_meant(args: list[str], hint: str) -> None:
+    result = run_cli(args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unrecognized arguments" in lines[0]
+    assert hint in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"STEADYLOOP_PORT": "abc"},
+            "steadyloop: error: environment variable STEADYLOOP_PORT: expected a whole number, not 'abc'",
+        ),
+        (
+            {"STEADYLOOP_TIMEOUT_KEEP_ALIVE": "soon"},
+            "steadyloop: error: environment variable STEADYLOOP_TIMEOUT_KEEP_ALIVE: "
+            "expected a number of seconds, not 'soon'",
+        ),
+        (
+            {"WEB_CONCURRENCY": "many"},
+            "steadyloop: error: environment variable WEB_CONCURRENCY: expected a whole number, not 'many'",
+        ),
+    ],
+)
+def test_a_bad_environment_variable_is_named(env: dict[str, str], line: str) -> None:
+    result = run_cli([], env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == line
+
+
+def test_web_concurrency_sets_the_worker_count(logfile: Any) -> None:
+    port = free_port()
+    with spawn(
+        ["apps.basic:echo", "--port", str(port)],
+        port=port,
+        env={"WEB_CONCURRENCY": "2"},
+        stdout=logfile,
+        stderr=logfile,
+    ):
+        wait_until(lambda: read_log(logfile).count("is ready") == 2)
+    assert "2 workers on" in read_log(logfile)
+
+
+def test_the_workers_flag_wins_over_web_concurrency(logfile: Any) -> None:
+    port = free_port()
+    args = ["apps.basic:echo", "--port", str(port), "--workers", "1"]
+    with spawn(args, port=port, env={"WEB_CONCURRENCY": "3"}, stdout=logfile, stderr=logfile):
+        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+    assert "supervisor" not in read_log(logfile)
