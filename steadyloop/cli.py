@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from steadyloop import __version__
 from steadyloop.config import ConfigError
+from steadyloop.envfile import load_env_file
 from steadyloop.options import OPTIONS, Option, build_config, parse_env, whole_number
 
 EXIT_USAGE = 2
@@ -154,6 +155,9 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     args = vars(make_parser().parse_args(argv))
     app = args.pop("app", None)
     try:
+        env_file = args.get("env_file") or os.environ.get("STEADYLOOP_ENV_FILE")
+        if env_file:
+            load_env_file(env_file)  # before the STEADYLOOP_* variables are read: it may set them
         values: dict[str, Any] = parse_env(os.environ)
         if app is None:
             app = os.environ.get("STEADYLOOP_APP") or None

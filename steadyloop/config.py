@@ -37,7 +37,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Timeouts:
-    keep_alive: float = 5.0  # idle keep-alive connection is closed after this
+    keep_alive: float = 5.0  # idle keep-alive connection is closed after this; 0: no keep-alive
     header_read: float = 10.0  # a request head must arrive whole within this (slowloris)
     body_read: float = 60.0  # longest silence while a request body is still due; 0: no limit
     graceful_shutdown: float | None = 30.0  # in-flight requests get this long on shutdown
@@ -81,6 +81,7 @@ class Config:
     factory: bool = False
     app_dir: str | None = None
     interface: InterfaceChoice = "auto"
+    env_file: str | None = None  # KEY=value lines put into the environment first
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -92,6 +93,7 @@ class Config:
     lifespan: LifespanChoice = "auto"
     root_path: str = ""
     threads: int = 40  # the thread pool for sync work (WSGI, `def` endpoints)
+    pid_file: str | None = None
 
     proxy_headers: bool = True
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
@@ -148,7 +150,7 @@ def _validate(config: Config) -> None:
     need(lim.concurrency is None or lim.concurrency >= 1, "--limit-concurrency must be at least 1")
 
     t = config.timeouts
-    need(t.keep_alive > 0, "--timeout-keep-alive must be positive")
+    need(t.keep_alive >= 0, "--timeout-keep-alive must not be negative (0 turns keep-alive off)")
     need(t.header_read > 0, "--timeout-header-read must be positive")
     need(t.body_read >= 0, "--timeout-body-read must not be negative")
     need(

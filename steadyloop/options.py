@@ -98,6 +98,13 @@ OPTIONS: tuple[Option, ...] = (
         "app interface (default: detected)",
         choices=("auto", "asgi3", "asgi2", "wsgi"),
     ),
+    Option(
+        "--env-file",
+        "env_file",
+        str,
+        "read KEY=value lines from this file into the environment first (set variables win)",
+        metavar="FILE",
+    ),
     # Binding
     Option("--host", "host", str, "address to listen on (default 127.0.0.1)"),
     Option("--port", "port", whole_number, "port to listen on (default 8000; 0 picks a free one)"),
@@ -122,6 +129,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--threads", "threads", whole_number, "threads for sync work: WSGI apps, `def` endpoints (default 40)"
+    ),
+    Option(
+        "--pid-file",
+        "pid_file",
+        str,
+        "write the server's process id to this file (removed at exit)",
+        metavar="FILE",
     ),
     Option(
         "--workers",
@@ -205,7 +219,7 @@ OPTIONS: tuple[Option, ...] = (
         "--timeout-keep-alive",
         "timeouts.keep_alive",
         seconds,
-        "close idle keep-alive connections after this many seconds (default 5)",
+        "close idle keep-alive connections after this many seconds; 0 turns keep-alive off (default 5)",
     ),
     Option(
         "--timeout-header-read",

@@ -54,7 +54,7 @@ class SteadyloopWorker(Worker):  # type: ignore[misc]  # gunicorn has no type hi
     def _options(self) -> dict[str, Any]:
         cfg = self.cfg
         options: dict[str, Any] = {
-            "timeout_keep_alive": float(cfg.keepalive) if cfg.keepalive > 0 else 5.0,
+            "timeout_keep_alive": float(cfg.keepalive),  # 0 turns keep-alive off, as in gunicorn
             "timeout_graceful_shutdown": float(cfg.graceful_timeout),
             "log_level": str(cfg.loglevel).lower(),
             "access_log": cfg.accesslog is not None,

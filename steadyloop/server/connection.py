@@ -235,7 +235,8 @@ class HttpConnection(asyncio.Protocol):
         }
         cycle = RequestCycle(self, scope, head, time.perf_counter() if state.access_log else 0.0)
         self.cycle = cycle
-        if state.shutting_down:  # served in the last call: say the connection ends with it
+        # Served in the last call, or --timeout-keep-alive 0: say the connection ends with it.
+        if state.shutting_down or not state.config.timeouts.keep_alive:
             cycle.keep_alive = False
         task: asyncio.Task[None]
         try:

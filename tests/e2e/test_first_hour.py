@@ -7,6 +7,7 @@ type instead, keep-alive off, --env-file and --pid-file, --help.
 
 from __future__ import annotations
 
+import signal
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -17,7 +18,8 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, spawn, wait_until
-from tests.e2e.test_cli import read_log, run_cli
+from tests.e2e.test_cli import QUIET, read_log, run_cli
+from tests.rawhttp import RawClient
 
 
 @pytest.fixture
@@ -168,3 +170,73 @@ def test_the_workers_flag_wins_over_web_concurrency(logfile: Any) -> None:
     with spawn(args, port=port, env={"WEB_CONCURRENCY": "3"}, stdout=logfile, stderr=logfile):
         assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
     assert "supervisor" not in read_log(logfile)
+
+
+# -- keep-alive off, --env-file, --pid-file ---------------------------------------------------
+
+
+def test_keep_alive_zero_closes_after_each_response(logfile: Any) -> None:
+    port = free_port()
+    args = ["apps.basic:echo", "--port", str(port), "--timeout-keep-alive", "0", *QUIET]
+    with spawn(args, port=port, stdout=logfile, stderr=logfile), RawClient.connect(port) as client:
+        response = client.request()
+        assert response.status == 200 and response.header(b"connection") == b"close"
+        client.assert_closed()
+
+
+def test_a_negative_keep_alive_is_still_refused() -> None:
+    result = run_cli(["--timeout-keep-alive", "-1"])
+    assert result.returncode == 2 and "0 turns keep-alive off" in result.stderr
+
+
+def test_env_file_sets_variables_for_options_and_the_app(tmp_path: Path, logfile: Any) -> None:
+    port = free_port()
+    env_file = tmp_path / "app.env"
+    env_file.write_text(
+        "# settings for the app\n"
+        f"export STEADYLOOP_PORT={port}\n"
+        'GREETING="hello # not a comment"\n'
+        "PLAIN=value   # a comment\n"
+        "OVERRIDDEN=from the file\n"
+    )
+    args = ["apps.switching:environment", "--env-file", str(env_file), *QUIET]
+    env = {"OVERRIDDEN": "from the environment"}
+    with (
+        spawn(args, port=port, env=env, stdout=logfile, stderr=logfile),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
+        assert client.get("/", params={"name": "GREETING"}).json() == "hello # not a comment"
+        assert client.get("/", params={"name": "PLAIN"}).json() == "value"
+        assert client.get("/", params={"name": "OVERRIDDEN"}).json() == "from the environment"
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [("NO EQUALS SIGN\n", "app.env:1: expected NAME=value"), ('A="open\n', "unterminated")],
+)
+def test_a_bad_env_file_is_one_line_naming_the_line(tmp_path: Path, content: str, needle: str) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text(content)
+    result = run_cli(["--env-file", str(env_file)])
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and needle in result.stderr
+
+
+def test_a_missing_env_file_is_one_line(tmp_path: Path) -> None:
+    result = run_cli(["--env-file", str(tmp_path / "nope.env")])
+    assert result.returncode == 2 and "No such file or directory" in result.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_pid_file_names_the_serving_process_and_goes_at_exit(
+    tmp_path: Path, logfile: Any, workers: str
+) -> None:
+    port = free_port()
+    pid_path = tmp_path / "steadyloop.pid"
+    args = ["apps.basic:echo", "--port", str(port), "--workers", workers, "--pid-file", str(pid_path), *QUIET]
+    with spawn(args, port=port, stdout=logfile, stderr=logfile) as proc:
+        # The supervisor's pid (or the one process's): the one to send HUP or TERM to.
+        assert pid_path.read_text() == f"{proc.pid}\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert not pid_path.exists()
