@@ -17,7 +17,16 @@ from typing import Any, NoReturn
 from steadyloop import __version__
 from steadyloop.config import ConfigError
 from steadyloop.envfile import load_env_file
-from steadyloop.options import OPTIONS, Option, build_config, parse_env, whole_number
+from steadyloop.options import (
+    GROUPS,
+    Option,
+    build_config,
+    default_of,
+    optional_seconds,
+    parse_env,
+    seconds,
+    whole_number,
+)
 
 EXIT_USAGE = 2
 
@@ -72,11 +81,14 @@ class _Parser(argparse.ArgumentParser):
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="steadyloop",
+        usage="%(prog)s [OPTIONS] [APP]",
         description=(
-            "Serve an ASGI or WSGI app over HTTP/1.1. With no APP, serves the built-in demo app "
-            "(/async, /sync, /health). Every option can also be set as STEADYLOOP_<NAME>, "
+            "Serve an ASGI or WSGI app over HTTP/1.1. With no APP, serves the built-in demo app\n"
+            "(/async, /sync, /health). Every option can also be set as STEADYLOOP_<NAME>,\n"
             "e.g. STEADYLOOP_PORT=9000."
         ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the guides' path must not wrap
+        epilog=_guides(),
         argument_default=argparse.SUPPRESS,
         # No prefixes: "--timeout" is gunicorn's worker timeout, not an abbreviation of ours.
         allow_abbrev=False,
@@ -85,33 +97,54 @@ def make_parser() -> argparse.ArgumentParser:
         "app", nargs="?", metavar="APP", help="the app as module:attribute (default: the demo app)"
     )
     parser.add_argument("--version", action="version", version=f"steadyloop {__version__}")
-    for option in OPTIONS:
-        dest = option.name
-        if option.kind == "switch":
-            parser.add_argument(
-                option.flag, dest=dest, action=argparse.BooleanOptionalAction, help=option.help
-            )
-        elif option.kind == "flag":
-            parser.add_argument(option.flag, dest=dest, action="store_true", help=option.help)
-        elif option.kind == "many":
-            parser.add_argument(
-                option.flag,
-                dest=dest,
-                action="append",
-                type=_typed(option.parse),
-                help=option.help,
-                metavar=option.metavar,
-            )
-        else:
-            parser.add_argument(
-                option.flag,
-                dest=dest,
-                type=_typed(option.parse),
-                choices=option.choices,
-                help=option.help,
-                metavar=_metavar(option),
-            )
+    for title, options in GROUPS:
+        group = parser.add_argument_group(title)
+        for option in options:
+            _add(group, option)
     return parser
+
+
+def _guides() -> str:
+    """Where the guides (docs/*.md) are: installed with the package, or in the source tree."""
+    for where in (
+        os.path.join(sys.prefix, "share", "doc", "steadyloop"),
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs"),
+    ):
+        if os.path.isfile(os.path.join(where, "logging.md")):
+            return f"Guides (logging, watchdog, operations, deployment, WSGI): {where}"
+    return "Guides: docs/*.md in steadyloop's source distribution."
+
+
+def _add(group: argparse._ArgumentGroup, option: Option) -> None:
+    text = _help(option)
+    if option.kind == "switch":
+        group.add_argument(option.flag, dest=option.name, action=argparse.BooleanOptionalAction, help=text)
+    elif option.kind == "flag":
+        group.add_argument(option.flag, dest=option.name, action="store_true", help=text)
+    else:
+        group.add_argument(
+            option.flag,
+            dest=option.name,
+            action="append" if option.kind == "many" else "store",
+            type=_typed(option.parse),
+            choices=option.choices,
+            help=text,
+            metavar=_metavar(option),
+        )
+
+
+def _help(option: Option) -> str:
+    """The option's help with its default, as Config has it (flags are off by default)."""
+    default = default_of(option)
+    if option.kind == "flag" or default in (None, (), ""):
+        return option.help
+    if isinstance(default, bool):
+        shown = "on" if default else "off"
+    elif isinstance(default, tuple):
+        shown = ",".join(str(part) for part in default)
+    else:
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+    return f"{option.help} (default: {shown.replace('%', '%%')})"
 
 
 def _metavar(option: Option) -> str | None:
@@ -119,7 +152,7 @@ def _metavar(option: Option) -> str | None:
         return option.metavar
     if option.parse is whole_number:
         return "N"
-    if option.help.find("seconds") != -1 or option.name.startswith("timeout_"):
+    if option.parse in (seconds, optional_seconds):
         return "SECONDS"
     return option.name.upper()
 

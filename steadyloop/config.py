@@ -10,14 +10,20 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+# Each choice is written once, here: the flags' choices and the validation read them.
 LoopChoice = Literal["auto", "uvloop", "asyncio"]
 LifespanChoice = Literal["auto", "on", "off"]
 InterfaceChoice = Literal["auto", "asgi3", "asgi2", "wsgi"]
 OverflowPolicy = Literal["drop", "block"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+LOOPS: tuple[str, ...] = get_args(LoopChoice)
+LIFESPANS: tuple[str, ...] = get_args(LifespanChoice)
+INTERFACES: tuple[str, ...] = get_args(InterfaceChoice)
+OVERFLOW_POLICIES: tuple[str, ...] = get_args(OverflowPolicy)
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 
 class ConfigError(ValueError):
@@ -121,18 +127,13 @@ def _validate(config: Config) -> None:
 
     need(0 <= config.port <= 65535, f"--port must be 0..65535, not {config.port}")
     need(config.backlog > 0, "--backlog must be positive")
-    need(
-        config.loop in ("auto", "uvloop", "asyncio"),
-        f"--loop must be auto, uvloop or asyncio, not {config.loop!r}",
-    )
-    need(
-        config.lifespan in ("auto", "on", "off"),
-        f"--lifespan must be auto, on or off, not {config.lifespan!r}",
-    )
-    need(
-        config.interface in ("auto", "asgi3", "asgi2", "wsgi"),
-        f"--interface must be auto, asgi3, asgi2 or wsgi, not {config.interface!r}",
-    )
+
+    def one_of(flag: str, value: str, choices: tuple[str, ...]) -> None:
+        need(value in choices, f"{flag} must be one of {', '.join(choices)}, not {value!r}")
+
+    one_of("--loop", config.loop, LOOPS)
+    one_of("--lifespan", config.lifespan, LIFESPANS)
+    one_of("--interface", config.interface, INTERFACES)
     need(config.threads >= 1, "--threads must be at least 1")
     need(config.root_path == "" or config.root_path.startswith("/"), "--root-path must start with '/'")
     need(
@@ -159,8 +160,8 @@ def _validate(config: Config) -> None:
     )
 
     log = config.log
-    need(log.level.lower() in LOG_LEVELS, f"--log-level must be one of {', '.join(LOG_LEVELS)}")
-    need(log.overflow in ("drop", "block"), "--log-overflow must be drop or block")
+    one_of("--log-level", log.level.lower(), LOG_LEVELS)
+    one_of("--log-overflow", log.overflow, OVERFLOW_POLICIES)
     need(log.queue_records >= 1 and log.queue_bytes >= 1024, "log queue bounds are too small")
     need(log.drain_timeout >= 0, "--log-drain-timeout must not be negative")
     if log.config_file is not None:
