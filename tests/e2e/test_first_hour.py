@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port, spawn, wait_until
-from tests.e2e.test_cli import QUIET, read_log, run_cli
+from tests.conftest import ROOT, free_port, spawn, stop, wait_for_port, wait_until
+from tests.e2e.test_cli import QUIET, child_env, read_log, run_cli
 from tests.rawhttp import RawClient
 
 
@@ -240,3 +242,27 @@ def test_pid_file_names_the_serving_process_and_goes_at_exit(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
     assert not pid_path.exists()
+
+
+# -- the watchdog and the launcher script -----------------------------------------------------
+
+
+def test_the_watchdog_never_takes_the_launcher_script_for_app_code(logfile: Any) -> None:
+    """Started as a user starts it, through the console script bin/steadyloop."""
+    launcher = Path(sys.executable).parent / "steadyloop"
+    assert launcher.exists()
+    port = free_port()
+    app = "apps.switching:blocks_outside_the_app"
+    command = [str(launcher), app, "--port", str(port), "--no-access-log"]
+    proc = subprocess.Popen(command, env=child_env(), cwd=ROOT, stdout=logfile, stderr=logfile)
+    try:
+        wait_for_port(port, proc=proc)
+        assert httpx.get(f"http://127.0.0.1:{port}/").text == "scheduled"
+        wait_until(lambda: "event loop blocked" in read_log(logfile))
+    finally:
+        stop(proc)
+    log = read_log(logfile)
+    assert "bin/steadyloop" in log  # the dump shows it...
+    report = next(line for line in log.splitlines() if "event loop blocked" in line)
+    assert ", at " not in report  # ...but no app frame is claimed: none was on the stack
+    assert not [line for line in log.splitlines() if line.lstrip().startswith("> bin/steadyloop")]
