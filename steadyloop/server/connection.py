@@ -335,11 +335,13 @@ class HttpConnection(asyncio.Protocol):
 
     def _log_access(self, cycle: RequestCycle) -> None:
         assert self.state.access_log is not None
-        client = self.client
+        # What the app saw: the client a trusted proxy named, the path below --root-path.
+        scope = cycle.scope
+        client = scope["client"]
         self.state.access_log.log(
             f"{client[0]}:{client[1]}" if client else "-",  # as uvicorn shows it
             cycle.method,
-            cycle.target.decode("latin-1"),
+            scope["root_path"] + cycle.target.decode("latin-1"),
             cycle.head.http_version,
             cycle.status,
             cycle.bytes_sent,
