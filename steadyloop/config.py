@@ -55,6 +55,11 @@ class LogOptions:
     access_log: bool = True
     access_log_format: str = "common"  # common | combined | json | a custom format
     config_file: str | None = None  # dictConfig as JSON, YAML or INI
+    # Files for the server's records and the access log instead of stderr and stdout
+    # ("-" or None: the stream); set by the gunicorn worker from --error-logfile and
+    # --access-logfile.
+    error_file: str | None = None
+    access_file: str | None = None
     sync: bool = False  # --log-sync: no queue, no writer thread (debugging)
     overflow: OverflowPolicy = "drop"
     queue_records: int = 10000

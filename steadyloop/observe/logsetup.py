@@ -181,7 +181,7 @@ def setup_logging(options: LogOptions) -> LogPipeline:
         _CURRENT.shutdown()
         _CURRENT = None
     logging.addLevelName(TRACE, "TRACE")
-    _install_server_defaults()
+    _install_server_defaults(options)
     if options.config_file:
         load_config_file(options.config_file)
     logging.getLogger(SERVER_LOGGER).setLevel(level_number(options.level))
@@ -220,19 +220,31 @@ def load_config_file(path: str) -> None:
         raise ConfigError(f"--log-config {path}: {detail}") from exc
 
 
-def _install_server_defaults() -> None:
+def _install_server_defaults(options: LogOptions) -> None:
     server = logging.getLogger(SERVER_LOGGER)
     access = logging.getLogger(ACCESS_LOGGER)
-    defaults = ((server, sys.stderr, SERVER_FORMAT), (access, sys.stdout, ACCESS_FORMAT))
-    for lg, stream, fmt in defaults:
+    defaults = (
+        (server, _handler(options.error_file, sys.stderr), SERVER_FORMAT),
+        (access, _handler(options.access_file, sys.stdout), ACCESS_FORMAT),
+    )
+    for lg, handler, fmt in defaults:
         for old in [h for h in lg.handlers if getattr(h, _DEFAULT_ATTR, False)]:
             lg.removeHandler(old)
-        handler = logging.StreamHandler(stream)
+            old.close()
         handler.setFormatter(logging.Formatter(fmt))
         setattr(handler, _DEFAULT_ATTR, True)
         lg.addHandler(handler)
         lg.propagate = False
     logging.getLogger(ERROR_LOGGER).propagate = True
+
+
+def _handler(path: str | None, stream: Any) -> logging.Handler:
+    if path is None or path == "-":
+        return logging.StreamHandler(stream)
+    try:
+        return logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot open log file {path}: {exc.strerror or exc}") from None
 
 
 def _keep_server_loggers_enabled(access_log: bool) -> None:

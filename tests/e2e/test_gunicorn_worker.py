@@ -1,4 +1,4 @@
-"""steadyloop.workers.SteadyloopWorker under a real gunicorn master: serve, recycle
+"""steadyloop.integrations.gunicorn.SteadyloopWorker under a real gunicorn master: serve, recycle
 (--max-requests), dump and replace a stuck worker (--timeout), stop on TERM."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def gunicorn(*args: str) -> Iterator[tuple[subprocess.Popen[str], LogTail, str]]
         "-m",
         "gunicorn",
         "-k",
-        "steadyloop.workers.SteadyloopWorker",
+        "steadyloop.integrations.gunicorn.SteadyloopWorker",
         "-b",
         f"127.0.0.1:{port}",
         "--no-control-socket",
