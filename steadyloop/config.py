@@ -60,6 +60,7 @@ class LogOptions:
     # --access-logfile.
     error_file: str | None = None
     access_file: str | None = None
+    use_colors: bool | None = None  # None: on a terminal, unless NO_COLOR is set
     sync: bool = False  # --log-sync: no queue, no writer thread (debugging)
     overflow: OverflowPolicy = "drop"
     queue_records: int = 10000

@@ -279,6 +279,13 @@ LOGGING_OPTIONS: tuple[Option, ...] = (
     Option("--log-level", "log.level", str, "log level", choices=LOG_LEVELS),
     Option("--access-log", "log.access_log", _bool, "write the access log", "switch"),
     Option(
+        "--use-colors",
+        "log.use_colors",
+        _bool,
+        "colour log levels (default: on a terminal, unless NO_COLOR is set)",
+        "switch",
+    ),
+    Option(
         "--access-log-format",
         "log.access_log_format",
         str,

@@ -94,7 +94,7 @@ class SteadyloopWorker(Worker):  # type: ignore[misc]  # gunicorn has no type hi
     def run(self) -> None:
         config = self.config.replace(app=self.wsgi)
         sockets = [listener.sock for listener in self.sockets]
-        code = serve_process(config, sockets, on_started=self._on_started)
+        code = serve_process(config, sockets, on_started=self._on_started, is_worker=True)
         if code:
             sys.exit(code)  # gunicorn reads 3 (startup failed) as "worker failed to boot"
 

@@ -36,6 +36,7 @@ from typing import Any
 from steadyloop.config import ConfigError, LogOptions
 from steadyloop.observe.logadopt import Adopter
 from steadyloop.observe.logcompat import UVICORN_NAMES, rename_dict_loggers, rename_ini_loggers
+from steadyloop.observe.logformat import SERVER_FORMAT, ServerFormatter, fallback_handler, wants_colours
 from steadyloop.observe.logqueue import CLOSED, LogQueue
 from steadyloop.observe.logsink import write_without_blocking
 from steadyloop.observe.logwriter import Writer
@@ -45,7 +46,6 @@ SERVER_LOGGER = "steadyloop"
 ERROR_LOGGER = "steadyloop.error"
 ACCESS_LOGGER = "steadyloop.access"
 
-SERVER_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 ACCESS_FORMAT = "%(message)s"
 _DEFAULT_ATTR = "_steadyloop_default"
 
@@ -186,6 +186,8 @@ def setup_logging(options: LogOptions) -> LogPipeline:
         _CURRENT = None
     logging.addLevelName(TRACE, "TRACE")
     _install_server_defaults(options)
+    # Records no handler takes (an app that configured no logging) print as the server's do.
+    logging.lastResort = fallback_handler(options.use_colors)
     renamed = load_config_file(options.config_file) if options.config_file else []
     logging.getLogger(SERVER_LOGGER).setLevel(level_number(options.level))
     _keep_server_loggers_enabled(options.access_log)
@@ -251,7 +253,11 @@ def _install_server_defaults(options: LogOptions) -> None:
         for old in [h for h in lg.handlers if getattr(h, _DEFAULT_ATTR, False)]:
             lg.removeHandler(old)
             old.close()
-        handler.setFormatter(logging.Formatter(fmt))
+        if fmt is SERVER_FORMAT:
+            stream = getattr(handler, "stream", None)
+            handler.setFormatter(ServerFormatter(wants_colours(options.use_colors, stream)))
+        else:
+            handler.setFormatter(logging.Formatter(fmt))
         setattr(handler, _DEFAULT_ATTR, True)
         lg.addHandler(handler)
         lg.propagate = False

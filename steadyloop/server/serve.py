@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from steadyloop import __version__
 from steadyloop.asgi.lifespan import Lifespan, LifespanFailed
 from steadyloop.asgi.types import ASGIApp
 from steadyloop.config import Config
@@ -31,6 +32,7 @@ from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.observe.logsetup import LogPipeline, setup_logging
 from steadyloop.observe.threadpool import install_thread_pools
 from steadyloop.observe.watchdog import Watchdog
+from steadyloop.observe.words import counted
 from steadyloop.server.connection import HttpConnection
 from steadyloop.server.loops import new_event_loop
 from steadyloop.server.sockets import bind_sockets, describe
@@ -86,6 +88,7 @@ class Server:
         # Set by a supervisor before serving: the shared slot it reads to tell a stuck loop.
         self.heartbeat: Heartbeat | None = None
         self.watchdog: Watchdog | None = None
+        self.is_worker = False  # one of a supervisor's (ours or gunicorn's) worker processes
 
     # -- the whole life ------------------------------------------------------------------------
 
@@ -142,7 +145,10 @@ class Server:
             self.addresses.append(describe(sock))
         self._housekeeping = loop.call_later(HOUSEKEEPING_INTERVAL, self._tick)
         for address in self.addresses:
-            logger.info("steadyloop serving on %s (pid %d)", address, os.getpid())
+            if self.is_worker:  # its supervisor said the version and how to quit
+                logger.info("worker %d serving on %s", os.getpid(), address)
+            else:
+                logger.info("steadyloop %s serving on %s (Press CTRL+C to quit)", __version__, address)
         # Everything alive now (the app, its framework, their modules) lives as long as the
         # process. Freezing it keeps the cyclic GC from rescanning it in every full
         # collection: with FastAPI loaded those took ~35 ms, each one a stall of the loop.
@@ -168,9 +174,9 @@ class Server:
                 await asyncio.wait_for(asyncio.shield(waiter), timeout)
             except asyncio.TimeoutError:
                 logger.warning(
-                    "graceful shutdown timed out after %ss: cancelling %d requests",
+                    "graceful shutdown timed out after %ss: cancelling %s",
                     timeout,
-                    state.tasks,
+                    counted(state.tasks, "request"),
                 )
             except asyncio.CancelledError:
                 pass
@@ -277,14 +283,16 @@ def serve_process(
     *,
     on_started: Callable[[Server], None] | None = None,
     heartbeat: Heartbeat | None = None,
+    is_worker: bool = False,
 ) -> int:
     """Run one serving process to the end and return its exit code.
 
     `heartbeat`: a supervisor's shared slot, stamped by the loop (via the watchdog).
-    A port that is taken (ConfigError, one line) is found before the app is imported.
+    A port that is taken (ConfigError, one line) is found before the app is imported;
+    the socket listens once the server has started.
     """
     if sockets is None:
-        sockets = bind_sockets(config)
+        sockets = bind_sockets(config, listen=False)
     pipeline = setup_logging(config.log)
     try:
         try:
@@ -296,6 +304,7 @@ def serve_process(
         server = Server(config, app)
         server.log_pipeline = pipeline
         server.heartbeat = heartbeat
+        server.is_worker = is_worker
         server.access_log = _make_access_log(config, pipeline)
         loop = new_event_loop(config.loop)
         asyncio.set_event_loop(loop)

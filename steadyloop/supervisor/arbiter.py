@@ -33,6 +33,7 @@ from typing import Protocol
 
 from steadyloop.config import Config
 from steadyloop.observe.heartbeat import Heartbeat
+from steadyloop.observe.words import counted
 from steadyloop.supervisor.process import Phase, Worker, describe_status, fork_worker
 from steadyloop.supervisor.signals import SignalPipe
 from steadyloop.supervisor.worker import DUMP_SIGNAL, FAILED, READY, RECYCLING, WorkerLink, run_worker
@@ -179,20 +180,20 @@ class Supervisor:
             if sig == signal.SIGHUP:
                 self.generation += 1
                 logger.info(
-                    "received SIGHUP: starting %d new workers; the old ones stop once the new are ready",
-                    self.target,
+                    "received SIGHUP: starting %s; the old ones stop once the new are ready",
+                    counted(self.target, "new worker"),
                 )
                 self.boot_failures = 0
                 self.respawn_at = 0.0
                 self._reconcile(now)
             elif sig == getattr(signal, "SIGTTIN", None):
                 self.target += 1
-                logger.info("received SIGTTIN: %d workers wanted", self.target)
+                logger.info("received SIGTTIN: %s wanted", counted(self.target, "worker"))
                 self._reconcile(now)
             elif sig == getattr(signal, "SIGTTOU", None):
                 if self.target > 1:
                     self.target -= 1
-                logger.info("received SIGTTOU: %d workers wanted", self.target)
+                logger.info("received SIGTTOU: %s wanted", counted(self.target, "worker"))
                 self._reconcile(now)
 
     def _on_changes(self) -> None:
@@ -286,7 +287,9 @@ class Supervisor:
         previous = [x for x in self.workers.values() if x.generation < w.generation and x.serving]
         if previous and w.generation == self.generation:
             logger.error(
-                "reload abandoned (%s): %d workers keep serving the previous code", message, len(previous)
+                "reload abandoned (%s): %s serving the previous code",
+                message,
+                counted(len(previous), "worker") + (" keeps" if len(previous) == 1 else " keep"),
             )
             for x in previous:
                 x.generation = self.generation
@@ -308,7 +311,9 @@ class Supervisor:
             self.boot_failures += 1
             delay = min(BACKOFF_FIRST * 2 ** (self.boot_failures - 1), BACKOFF_MAX)
             self.respawn_at = now + delay
-            logger.error("%d boot failures in a row: next attempt in %.1f s", self.boot_failures, delay)
+            logger.error(
+                "%s in a row: next attempt in %.1f s", counted(self.boot_failures, "boot failure"), delay
+            )
         self._reconcile(now)
 
     def _dump_and_kill(self, w: Worker, age: float, now: float) -> None:

@@ -7,7 +7,9 @@ import logging
 import os
 from typing import Any
 
+from steadyloop import __version__
 from steadyloop.config import Config, ConfigError
+from steadyloop.observe.words import counted
 from steadyloop.server.sockets import bind_sockets, describe
 from steadyloop.supervisor.arbiter import ChangeSource, Supervisor
 
@@ -37,7 +39,11 @@ def supervise(config: Config) -> int:
             flt = ReloadFilter.from_options(w.reload_includes, w.reload_excludes)
             watcher = FileWatcher(w.reload_dirs, flt, [s.fileno() for s in sockets or ()])
         logger.info(
-            "supervisor %d: %d worker%s on %s", os.getpid(), w.workers, "s" if w.workers > 1 else "", where
+            "steadyloop %s supervisor %d serving on %s with %s (Press CTRL+C to quit)",
+            __version__,
+            os.getpid(),
+            where,
+            counted(w.workers, "worker"),
         )
         return Supervisor(config, sockets, watcher).run()
     finally:

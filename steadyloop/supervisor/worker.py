@@ -31,6 +31,9 @@ from steadyloop.server.sockets import bind_sockets
 
 logger = logging.getLogger("steadyloop.error")
 
+LOGGED_WITHIN = 1.0  # seconds a ready worker waits for its log lines before saying so
+LOGGED_POLL = 0.005
+
 READY = b"R"
 RECYCLING = b"M"
 FAILED = b"E"
@@ -91,12 +94,12 @@ def run_worker(config: Config, sockets: list[socket.socket] | None, link: Worker
         if link.max_requests is not None:
             _recycle_after(server, link, link.max_requests)
         _watch_lifeline(server, link.lifeline_fd)
-        link.send(READY)
+        _send_when_logged(server, link, READY)
 
     try:
         if sockets is None:  # --reuse-port: each worker binds its own socket
             sockets = bind_sockets(config, reuse_port=True)
-        code = serve_process(config, sockets, on_started=on_started, heartbeat=link.heartbeat)
+        code = serve_process(config, sockets, on_started=on_started, heartbeat=link.heartbeat, is_worker=True)
     except ConfigError as exc:
         first_error.message = str(exc)
         code = 1
@@ -125,6 +128,25 @@ def _recycle_after(server: Server, link: WorkerLink, limit: int) -> None:
             server.request_exit()
 
     state.on_request_done = on_request_done
+
+
+def _send_when_logged(server: Server, link: WorkerLink, kind: bytes) -> None:
+    """Send `kind` once this worker's queued log lines are written (within LOGGED_WITHIN),
+    so that the supervisor's lines about it ("retiring the old worker") follow its own
+    ("serving on") on a shared terminal, instead of overtaking them. Checked from loop
+    timers: the loop never waits for the sink."""
+    loop = server.loop
+    pipeline = server.log_pipeline
+    assert loop is not None
+    deadline = loop.time() + LOGGED_WITHIN
+
+    def check() -> None:
+        if pipeline is None or pipeline.pending() == 0 or loop.time() >= deadline:
+            link.send(kind)
+        else:
+            loop.call_later(LOGGED_POLL, check)
+
+    check()
 
 
 def _watch_lifeline(server: Server, fd: int) -> None:

@@ -7,6 +7,7 @@ type instead, keep-alive off, --env-file and --pid-file, --help.
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -162,8 +163,8 @@ def test_web_concurrency_sets_the_worker_count(logfile: Any) -> None:
         stdout=logfile,
         stderr=logfile,
     ):
-        wait_until(lambda: read_log(logfile).count("is ready") == 2)
-    assert "2 workers on" in read_log(logfile)
+        wait_until(lambda: len(re.findall(r"worker \d+ serving on", read_log(logfile))) == 2)
+    assert "with 2 workers (Press CTRL+C to quit)" in read_log(logfile)
 
 
 def test_the_workers_flag_wins_over_web_concurrency(logfile: Any) -> None:

@@ -35,7 +35,7 @@ def test_uvicorns_own_logging_config_renders_as_under_uvicorn(tmp_path: Path) ->
     # uvicorn's AccessFormatter, fed what it reads: 'INFO:     127.0.0.1:PORT - "GET ..." 200 OK'.
     assert re.search(r'^INFO: +127\.0\.0\.1:\d+ - "GET /items\?x=1 HTTP/1\.1" 200 OK$', stdout, re.M), stdout
     # The server's records through uvicorn's DefaultFormatter, and the notice of the mapping.
-    assert re.search(r"^INFO: +steadyloop serving on http://127\.0\.0\.1:\d+", stderr, re.M), stderr
+    assert re.search(r"^INFO: +steadyloop [\d.]+ serving on http://127\.0\.0\.1:\d+", stderr, re.M), stderr
     assert "uvicorn's loggers uvicorn, uvicorn.error, uvicorn.access configure steadyloop's" in stderr
 
 
