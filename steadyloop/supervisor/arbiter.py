@@ -33,10 +33,11 @@ from typing import Protocol
 
 from steadyloop.config import Config
 from steadyloop.observe.heartbeat import Heartbeat
+from steadyloop.observe.watchdog import DUMP_SIGNAL
 from steadyloop.observe.words import counted
 from steadyloop.supervisor.process import Phase, Worker, describe_status, fork_worker
 from steadyloop.supervisor.signals import SignalPipe
-from steadyloop.supervisor.worker import DUMP_SIGNAL, FAILED, READY, RECYCLING, WorkerLink, run_worker
+from steadyloop.supervisor.worker import FAILED, READY, RECYCLING, WorkerLink, run_worker
 
 logger = logging.getLogger("steadyloop.error")
 

@@ -19,13 +19,13 @@ import contextlib
 import faulthandler
 import logging
 import os
-import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from steadyloop.config import Config, ConfigError
 from steadyloop.observe.heartbeat import Heartbeat
+from steadyloop.observe.watchdog import DUMP_SIGNAL
 from steadyloop.server.serve import Server, serve_process
 from steadyloop.server.sockets import bind_sockets
 
@@ -37,11 +37,6 @@ LOGGED_POLL = 0.005
 READY = b"R"
 RECYCLING = b"M"
 FAILED = b"E"
-
-# The signal the watchdog registers faulthandler on (steadyloop.observe.watchdog.DUMP_SIGNAL).
-# The worker registers it too, before serving, so the supervisor's "dump your stacks"
-# works even where the watchdog is off, and never kills a worker by its default action.
-DUMP_SIGNAL: signal.Signals | None = getattr(signal, "SIGUSR2", None)
 
 
 @dataclass
@@ -80,6 +75,9 @@ class _FirstError(logging.Filter):
 
 def run_worker(config: Config, sockets: list[socket.socket] | None, link: WorkerLink) -> int:
     """Serve in a freshly forked child until told to stop; returns its exit code."""
+    # The watchdog's dump signal, registered before serving too, so that the supervisor's
+    # "dump your stacks" works even where the watchdog is off, and never kills a worker
+    # by its default action.
     if DUMP_SIGNAL is not None:
         faulthandler.register(DUMP_SIGNAL, file=2, all_threads=True, chain=False)
     first_error = _FirstError()
