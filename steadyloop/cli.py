@@ -200,6 +200,6 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         print(f"steadyloop: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
-    from steadyloop.main import run_config
+    from steadyloop.running import run_config
 
     return run_config(config)
