@@ -33,6 +33,7 @@ from steadyloop.observe.logsetup import LogPipeline, setup_logging
 from steadyloop.observe.threadpool import install_thread_pools
 from steadyloop.observe.watchdog import Watchdog
 from steadyloop.observe.words import counted
+from steadyloop.sdnotify import Notifier
 from steadyloop.server.connection import HttpConnection
 from steadyloop.server.loops import new_event_loop
 from steadyloop.server.sockets import bind_sockets, describe
@@ -89,6 +90,8 @@ class Server:
         self.heartbeat: Heartbeat | None = None
         self.watchdog: Watchdog | None = None
         self.is_worker = False  # one of a supervisor's (ours or gunicorn's) worker processes
+        self.notifier: Notifier | None = None  # systemd's NOTIFY_SOCKET, for a lone process
+        self._watchdog_ping: asyncio.TimerHandle | None = None
 
     # -- the whole life ------------------------------------------------------------------------
 
@@ -155,13 +158,28 @@ class Server:
         gc.collect()
         gc.freeze()
         self.started.set()
+        if self.notifier is not None:
+            self.notifier.ready("serving on " + ", ".join(self.addresses))
+            self._ping_systemd()
         if self.on_started is not None:
             self.on_started(self)
         return True
 
+    def _ping_systemd(self) -> None:
+        """WATCHDOG=1 from a timer on this loop: a stuck loop stops the pings."""
+        notifier = self.notifier
+        if notifier is None or notifier.watchdog_interval is None or self.loop is None:
+            return
+        notifier.watchdog()
+        self._watchdog_ping = self.loop.call_later(notifier.watchdog_interval, self._ping_systemd)
+
     async def shutdown(self) -> None:
         state = self.state
         assert state is not None and self.loop is not None
+        if self.notifier is not None:
+            self.notifier.stopping()
+        if self._watchdog_ping is not None:
+            self._watchdog_ping.cancel()
         for server in self._servers:
             server.close()
         state.shutting_down = True
@@ -305,6 +323,8 @@ def serve_process(
         server.log_pipeline = pipeline
         server.heartbeat = heartbeat
         server.is_worker = is_worker
+        if not is_worker:
+            server.notifier = Notifier.from_environment()
         server.access_log = _make_access_log(config, pipeline)
         loop = new_event_loop(config.loop)
         asyncio.set_event_loop(loop)

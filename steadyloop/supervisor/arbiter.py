@@ -35,6 +35,7 @@ from steadyloop.config import Config
 from steadyloop.observe.heartbeat import Heartbeat
 from steadyloop.observe.watchdog import DUMP_SIGNAL
 from steadyloop.observe.words import counted
+from steadyloop.sdnotify import Notifier
 from steadyloop.supervisor.process import Phase, Worker, describe_status, fork_worker
 from steadyloop.supervisor.signals import SignalPipe
 from steadyloop.supervisor.worker import FAILED, READY, RECYCLING, WorkerLink, run_worker
@@ -99,6 +100,8 @@ class Supervisor:
         self._signals: SignalPipe | None = None
         self._selector: selectors.BaseSelector | None = None
         self._lifeline: tuple[int, int] | None = None
+        self.notifier: Notifier | None = None  # systemd's NOTIFY_SOCKET (steadyloop/sdnotify.py)
+        self._next_ping = 0.0
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -136,6 +139,8 @@ class Supervisor:
                     deadlines.append(w.heartbeat.last() + timeout)
         if self._short() and self.respawn_at > now:
             deadlines.append(self.respawn_at)
+        if self.ever_ready and self.notifier is not None and self.notifier.watchdog_interval is not None:
+            deadlines.append(self._next_ping)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - now)
@@ -157,6 +162,17 @@ class Supervisor:
                     self._dump_and_kill(w, age, now)
         if self._short() and now >= self.respawn_at:
             self._reconcile(now)
+        if self.ever_ready and self.notifier is not None and now >= self._next_ping:
+            self._ping_systemd(now, self.notifier)
+
+    def _ping_systemd(self, now: float, notifier: Notifier) -> None:
+        """WATCHDOG=1, but only while every ready worker's loop stamps its heartbeat."""
+        if notifier.watchdog_interval is None or notifier.watchdog_timeout is None:
+            return
+        ages = [w.heartbeat.age(now) for w in self.workers.values() if w.phase is Phase.READY]
+        if ages and all(age is None or age < notifier.watchdog_timeout for age in ages):
+            notifier.watchdog()
+        self._next_ping = now + notifier.watchdog_interval
 
     # -- what happens ------------------------------------------------------------------------
 
@@ -224,12 +240,14 @@ class Supervisor:
         for kind, text in w.messages(data):
             if kind == READY and w.phase is Phase.BOOTING:
                 w.phase = Phase.READY
-                self.ever_ready = True
                 self.boot_failures = 0
                 if self.gave_up is not None:  # some first workers failed, this one made it
                     self.gave_up = None
                     self.exit_code = 0
                 logger.info("worker %d is ready", w.pid)
+                if not self.ever_ready and self.notifier is not None:
+                    self.notifier.ready(f"worker {w.pid} is ready")
+                self.ever_ready = True
                 self._reconcile(now)
             elif kind == RECYCLING and w.serving:
                 w.phase = Phase.RECYCLING
@@ -398,6 +416,8 @@ class Supervisor:
 
     def _begin_shutdown(self, now: float) -> None:
         self.stopping = True
+        if self.notifier is not None:
+            self.notifier.stopping()
         # Our copy of the listening sockets goes now: once the workers have closed
         # theirs, new connections are refused at once instead of waiting in a
         # backlog nobody will accept from.

@@ -10,6 +10,7 @@ from typing import Any
 from steadyloop import __version__
 from steadyloop.config import Config, ConfigError
 from steadyloop.observe.words import counted
+from steadyloop.sdnotify import Notifier
 from steadyloop.server.sockets import bind_sockets, describe
 from steadyloop.supervisor.arbiter import ChangeSource, Supervisor
 
@@ -45,7 +46,9 @@ def supervise(config: Config) -> int:
             where,
             counted(w.workers, "worker"),
         )
-        return Supervisor(config, sockets, watcher).run()
+        supervisor = Supervisor(config, sockets, watcher)
+        supervisor.notifier = Notifier.from_environment()  # before the first fork
+        return supervisor.run()
     finally:
         for sock in sockets or ():
             sock.close()

@@ -30,3 +30,14 @@ async def blocks_outside_the_app(scope: dict[str, Any], receive: Any, send: Any)
     await read_body(receive)
     asyncio.get_running_loop().call_soon(time.sleep, 0.4)
     await respond(send, 200, b"scheduled")
+
+
+async def blocking(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """GET /block?ms=N holds the event loop for N ms (time.sleep, on purpose); / answers at once."""
+    if scope["type"] == "lifespan":
+        await lifespan_ok(receive, send)
+        return
+    await read_body(receive)
+    if scope["path"] == "/block":
+        time.sleep(int(parse_qs(scope["query_string"].decode())["ms"][0]) / 1000)
+    await respond(send, 200, b"ok")
