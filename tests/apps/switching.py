@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -41,3 +42,43 @@ async def blocking(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["path"] == "/block":
         time.sleep(int(parse_qs(scope["query_string"].decode())["ms"][0]) / 1000)
     await respond(send, 200, b"ok")
+
+
+async def behind_proxy(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """For the nginx tests.
+
+    GET  /whoami       the client and scheme the app sees, as JSON
+    POST /upload       the body's length and sha256, as JSON
+    GET  /stream?gate=PATH
+                       "first\\n" at once; "second\\n" only once the file PATH exists
+                       (the client creates it when "first" has reached it)
+    """
+    if scope["type"] == "lifespan":
+        await lifespan_ok(receive, send)
+        return
+    path = scope["path"]
+    if path == "/upload":
+        digest, size, more = hashlib.sha256(), 0, True
+        while more:
+            message = await receive()
+            chunk = message.get("body", b"")
+            digest.update(chunk)
+            size += len(chunk)
+            more = message.get("more_body", False)
+        await respond(send, 200, json.dumps({"bytes": size, "sha256": digest.hexdigest()}).encode())
+        return
+    await read_body(receive)
+    if path == "/stream":
+        gate = parse_qs(scope["query_string"].decode())["gate"][0]
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
+        await send({"type": "http.response.body", "body": b"first\n", "more_body": True})
+        for _ in range(1000):  # up to 10 s: a buffering proxy would hold "first" until the end
+            if os.path.exists(gate):
+                break
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b"second\n"})
+        return
+    seen = {"client": scope["client"], "scheme": scope["scheme"], "root_path": scope["root_path"]}
+    await respond(send, 200, json.dumps(seen).encode(), [(b"content-type", b"application/json")])
