@@ -120,3 +120,34 @@ def test_socket_activation_with_fd(workers: str) -> None:
     finally:
         stop(proc)
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def unit(name: str) -> dict[str, dict[str, str]]:
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for line in Path(ROOT, "deploy", name).read_text().splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+        elif line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            current[key] = value
+    return sections
+
+
+def test_the_unit_files_fit_steadyloop() -> None:
+    from steadyloop.cli import make_parser
+    from steadyloop.config import LogOptions, Timeouts
+
+    service = unit("steadyloop.service")["Service"]
+    assert service["Type"] == "notify" and service["NotifyAccess"] == "main"
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    argv = service["ExecStart"].split()
+    assert argv[0].endswith("/steadyloop")
+    options = vars(make_parser().parse_args(argv[1:]))  # every flag in it is one of ours
+    assert options["fd"] == 3  # the .socket unit's socket
+    graceful = options.get("timeout_graceful_shutdown", Timeouts().graceful_shutdown)
+    assert float(service["TimeoutStopSec"]) > graceful + LogOptions().drain_timeout
+    socket_unit = unit("steadyloop.socket")
+    assert socket_unit["Socket"]["ListenStream"]
+    assert "steadyloop.socket" in unit("steadyloop.service")["Unit"]["Requires"]
