@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -76,11 +77,20 @@ def test_every_link_in_the_docs_leads_to_a_file_in_the_repository(page: str) -> 
     assert "../shared" not in text
 
 
-def test_the_wheel_ships_the_guides(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), ROOT]
+def test_the_wheel_ships_the_guides_and_the_deployment_files(tmp_path: Path) -> None:
+    # Built from a copy, so that the build leaves nothing in the checkout.
+    source = tmp_path / "source"
+    for name in ("steadyloop", "docs", "deploy"):
+        shutil.copytree(Path(ROOT, name), source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(Path(ROOT, name), source / name)
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     (wheel,) = tmp_path.glob("steadyloop-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    shipped = {Path(n).name for n in names if "/data/share/doc/steadyloop/" in n}
-    assert {"README.md", "logging.md", "operations.md", "watchdog.md", "why.md"} <= shipped
+    shipped = {
+        n.split("/data/share/doc/steadyloop/", 1)[1] for n in names if "/data/share/doc/steadyloop/" in n
+    }
+    assert {"README.md", "logging.md", "operations.md", "watchdog.md", "why.md", "deployment.md"} <= shipped
+    assert {"deploy/nginx.conf", "deploy/Dockerfile", "deploy/kubernetes/deployment.yaml"} <= shipped
