@@ -245,6 +245,13 @@ HTTP_OPTIONS: tuple[Option, ...] = (
         "longest pause, in seconds, while a request body is still due; 408 after; 0: none",
     ),
     Option(
+        "--timeout-write",
+        "timeouts.write",
+        seconds,
+        "longest time, in seconds, a client may take none of a response; then it is aborted and the "
+        "app hears http.disconnect; 0: none",
+    ),
+    Option(
         "--timeout-graceful-shutdown",
         "timeouts.graceful_shutdown",
         optional_seconds,
@@ -336,6 +343,23 @@ WATCHDOG_OPTIONS: tuple[Option, ...] = (
         "dump every thread's stack when the loop is blocked this many seconds",
     ),
 )
+METRICS_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--metrics",
+        "metrics.enabled",
+        _bool,
+        "serve Prometheus metrics (/metrics) and a live status page (/) on --metrics-port",
+        kind="flag",
+    ),
+    Option(
+        "--metrics-address",
+        "metrics.address",
+        str,
+        "address of the metrics listener (keep it for operators only)",
+        metavar="ADDRESS",
+    ),
+    Option("--metrics-port", "metrics.port", whole_number, "port of the metrics listener"),
+)
 
 GROUPS: tuple[tuple[str, tuple[Option, ...]], ...] = (
     ("app", APP_OPTIONS),
@@ -344,6 +368,7 @@ GROUPS: tuple[tuple[str, tuple[Option, ...]], ...] = (
     ("HTTP", HTTP_OPTIONS),
     ("logging", LOGGING_OPTIONS),
     ("watchdog", WATCHDOG_OPTIONS),
+    ("metrics", METRICS_OPTIONS),
     ("workers", WORKER_OPTIONS),
 )
 OPTIONS: tuple[Option, ...] = tuple(option for _, group in GROUPS for option in group)

@@ -15,11 +15,13 @@ import asyncio
 import gc
 import logging
 import os
+import random
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from steadyloop import __version__
 from steadyloop.asgi.lifespan import Lifespan, LifespanFailed
@@ -30,14 +32,18 @@ from steadyloop.observe.access import AccessLog
 from steadyloop.observe.heartbeat import Heartbeat
 from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.observe.logsetup import LogPipeline, setup_logging
+from steadyloop.observe.metrics import process as process_stats
+from steadyloop.observe.metrics.publisher import Publisher
+from steadyloop.observe.metrics.shm import StatsSlot
 from steadyloop.observe.threadpool import install_thread_pools
 from steadyloop.observe.watchdog import Watchdog
 from steadyloop.observe.words import counted
+from steadyloop.protocols.http1.connection import Http1Connection
+from steadyloop.protocols.shared import ServerState
 from steadyloop.sdnotify import Notifier
-from steadyloop.server.connection import HttpConnection
 from steadyloop.server.loops import new_event_loop
 from steadyloop.server.sockets import bind_sockets, describe
-from steadyloop.server.state import ServerState
+from steadyloop.server.stats_sources import attach as attach_stats
 from steadyloop.wsgi.bridge import WSGIBridge
 
 logger = logging.getLogger("steadyloop.error")
@@ -83,7 +89,13 @@ class Server:
         self.state: ServerState | None = None
         self.access_log: AccessLog | None = None
         self.log_pipeline: LogPipeline | None = None
-        self.on_request_done: Callable[[], None] | None = None
+        # --max-requests (plus this process's share of the jitter): stop after that many.
+        worker = config.worker
+        self.max_requests: int | None = None
+        if worker.max_requests is not None:
+            self.max_requests = worker.max_requests + random.randint(0, worker.max_requests_jitter)
+        # Called once when max_requests is reached, before the graceful stop begins.
+        self.on_max_requests: Callable[[], None] | None = None
         self.on_started: Callable[[Server], None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         # Set by a supervisor before serving: the shared slot it reads to tell a stuck loop.
@@ -92,6 +104,10 @@ class Server:
         self.is_worker = False  # one of a supervisor's (ours or gunicorn's) worker processes
         self.notifier: Notifier | None = None  # systemd's NOTIFY_SOCKET, for a lone process
         self._watchdog_ping: asyncio.TimerHandle | None = None
+        # This process's numbers (steadyloop.observe.current_stats()); with --metrics, requests
+        # are counted too and published to the supervisor's slot (or served by our own listener).
+        self.stats = process_stats.ProcessStats()
+        self.stats_slot: StatsSlot | None = None
 
     # -- the whole life ------------------------------------------------------------------------
 
@@ -103,15 +119,21 @@ class Server:
         # The watchdog covers the whole life, lifespan startup and shutdown included.
         self.watchdog = Watchdog(self.loop, self.config.watchdog, heartbeat=self.heartbeat)
         self.watchdog.start()
+        publisher = Publisher(self.stats, self.stats_slot) if self.config.metrics.enabled else None
         try:
             if not await self.startup(sockets):
                 return
+            if publisher is not None:
+                publisher.start()
             try:
                 await self._should_exit.wait()
             finally:
                 await self.shutdown()
         finally:
             self.watchdog.stop()
+            if publisher is not None:
+                publisher.stop()  # after the watchdog's last report: the final numbers
+            process_stats.uninstall(self.stats)
 
     async def startup(self, sockets: list[socket.socket] | None) -> bool:
         config = self.config
@@ -120,8 +142,14 @@ class Server:
         # `def` endpoints), both instrumented; the WSGI bridge sizes its own pool the same.
         install_thread_pools(loop, config.threads, config.watchdog.block_threshold)
         state = ServerState(config=config, app=self.app, loop=loop, access_log=self.access_log)
-        state.on_request_done = self.on_request_done
+        if self.max_requests is not None:
+            state.max_requests = self.max_requests
+            state.on_max_requests = self._max_requests_reached
         self.state = state
+        attach_stats(
+            self.stats, state, self.watchdog, self.log_pipeline, count_requests=config.metrics.enabled
+        )
+        process_stats.install(self.stats)
 
         # Bound before the app's startup runs: a port that is taken must not leave the app
         # started (its connections open) with nobody to run its shutdown.
@@ -141,8 +169,9 @@ class Server:
             return False
 
         for sock in sockets:
+            # Where the server picks the protocol for a new connection.
             server = await loop.create_server(
-                lambda: HttpConnection(state), sock=sock, backlog=config.backlog
+                lambda: Http1Connection(state), sock=sock, backlog=config.backlog
             )
             self._servers.append(server)
             self.addresses.append(describe(sock))
@@ -228,7 +257,7 @@ class Server:
             await asyncio.sleep(0)
         idle = False
         for conn in list(state.connections):
-            if conn.cycle is None and not self._force_exit:
+            if conn.is_idle() and not self._force_exit:
                 idle = True
             else:
                 conn.shutdown()
@@ -237,7 +266,7 @@ class Server:
 
         def last_call_over() -> None:
             for conn in list(state.connections):
-                if conn.cycle is None:
+                if conn.is_idle():
                     conn.shutdown()
 
         loop.call_later(min(LAST_CALL, self.config.timeouts.keep_alive), last_call_over)
@@ -246,7 +275,7 @@ class Server:
         state = self.state
         assert state is not None
         for conn in list(state.connections):
-            conn.transport.abort()
+            conn.abort()
         for task in list(INFLIGHT):
             if isinstance(task, asyncio.Task) and task.get_loop() is self.loop and not task.done():
                 task.cancel()
@@ -262,6 +291,16 @@ class Server:
             conn.check_timeouts(now)
 
     # -- stopping --------------------------------------------------------------------------
+
+    def _max_requests_reached(self) -> None:
+        logger.info(
+            "process %d served %d requests (--max-requests): stopping gracefully",
+            os.getpid(),
+            self.max_requests,
+        )
+        if self.on_max_requests is not None:
+            self.on_max_requests()
+        self.request_exit()
 
     def request_exit(self) -> None:
         """Begin a graceful shutdown; safe to call from any thread."""
@@ -302,16 +341,20 @@ def serve_process(
     on_started: Callable[[Server], None] | None = None,
     heartbeat: Heartbeat | None = None,
     is_worker: bool = False,
+    stats_slot: StatsSlot | None = None,
 ) -> int:
     """Run one serving process to the end and return its exit code.
 
     `heartbeat`: a supervisor's shared slot, stamped by the loop (via the watchdog).
     A port that is taken (ConfigError, one line) is found before the app is imported;
     the socket listens once the server has started.
+    `stats_slot`: a supervisor's shared slot for this worker's metrics (--metrics); without
+    one, --metrics starts this process's own listener, on a thread of its own.
     """
     if sockets is None:
         sockets = bind_sockets(config, listen=False)
     pipeline = setup_logging(config.log)
+    listener: Any = None
     try:
         try:
             app = resolve_app(config)
@@ -325,7 +368,10 @@ def serve_process(
         server.is_worker = is_worker
         if not is_worker:
             server.notifier = Notifier.from_environment()
+        server.stats_slot = stats_slot
         server.access_log = _make_access_log(config, pipeline)
+        if config.metrics.enabled and stats_slot is None:
+            listener = _start_metrics_listener(config, server)
         loop = new_event_loop(config.loop)
         asyncio.set_event_loop(loop)
         try:
@@ -334,6 +380,8 @@ def serve_process(
             _close_loop(loop)
         return server.exit_code
     finally:
+        if listener is not None:
+            listener.stop()
         pipeline.shutdown(config.log.drain_timeout)
 
 
@@ -362,6 +410,17 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
     finally:
         asyncio.set_event_loop(None)
         loop.close()
+
+
+def _start_metrics_listener(config: Config, server: Server) -> Any:
+    """--metrics in one process: the listener on a thread of its own, never on the loop.
+    (Imported here: prometheus_client is only loaded where metrics are served.)"""
+    from steadyloop.observe.metrics.listener import bind
+    from steadyloop.observe.metrics.standalone import StandaloneListener
+
+    listener = StandaloneListener(bind(config.metrics.address, config.metrics.port), server.stats)
+    listener.start()
+    return listener
 
 
 def _make_access_log(config: Config, pipeline: LogPipeline) -> AccessLog | None:

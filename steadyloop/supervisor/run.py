@@ -9,6 +9,7 @@ from typing import Any
 
 from steadyloop import __version__
 from steadyloop.config import Config, ConfigError
+from steadyloop.observe.metrics.listener import bind
 from steadyloop.observe.words import counted
 from steadyloop.sdnotify import Notifier
 from steadyloop.server.sockets import bind_sockets, describe
@@ -23,6 +24,7 @@ def supervise(config: Config) -> int:
     pipeline = _setup_logging(config)
     sockets = None
     watcher: ChangeSource | None = None
+    metrics_socket = None
     try:
         # Imported now so every forked worker has them already (faster boots);
         # importing starts no thread.
@@ -46,12 +48,17 @@ def supervise(config: Config) -> int:
             where,
             counted(w.workers, "worker"),
         )
-        supervisor = Supervisor(config, sockets, watcher)
+        if config.metrics.enabled:
+            # Served by this process's select() loop, for every worker (see metrics_hub).
+            metrics_socket = bind(config.metrics.address, config.metrics.port)
+        supervisor = Supervisor(config, sockets, watcher, metrics_socket)
         supervisor.notifier = Notifier.from_environment()  # before the first fork
         return supervisor.run()
     finally:
         for sock in sockets or ():
             sock.close()
+        if metrics_socket is not None:
+            metrics_socket.close()
         if pipeline is not None:
             pipeline.shutdown(config.log.drain_timeout)
 

@@ -1,5 +1,9 @@
 """One HTTP/1.1 connection on the event loop: bytes from the socket to request cycles.
 
+The server sees it through the connection interface (`protocols.base.Connection`:
+is_idle, shutdown, check_timeouts, abort); the cycle it runs (`Http1Cycle`) sees it
+through `Http1Owner`.
+
 Callback order (asyncio's grammar):
 
     connection_made -> data_received* [-> eof_received] -> connection_lost
@@ -20,13 +24,14 @@ import logging
 import time
 from typing import Any
 
-from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
+from steadyloop.asgi.cycle import ClientDisconnected
 from steadyloop.asgi.scope import ASGI_VERSION, EXTENSIONS, SPEC_VERSION, decode_path, split_target
 from steadyloop.http.errors import ProtocolError
 from steadyloop.http.parser import END_OF_MESSAGE, NEED_DATA, RequestHead, RequestParser
 from steadyloop.http.response import simple_response
 from steadyloop.observe.inflight import INFLIGHT
-from steadyloop.server.state import ServerState
+from steadyloop.protocols.http1.cycle import Http1Cycle
+from steadyloop.protocols.shared import ServerState
 
 logger = logging.getLogger("steadyloop.error")
 
@@ -43,7 +48,7 @@ CLOSE_GRACE = 10.0
 PIPELINE_HIGH_WATER = 64 * 1024
 
 
-class HttpConnection(asyncio.Protocol):
+class Http1Connection(asyncio.Protocol):
     __slots__ = (
         "client",
         "closing",
@@ -63,7 +68,9 @@ class HttpConnection(asyncio.Protocol):
         "server",
         "state",
         "transport",
+        "write_buffered",
         "write_paused",
+        "write_stall_since",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -77,13 +84,15 @@ class HttpConnection(asyncio.Protocol):
             limits.max_header_size,
             limits.max_head_size,
         )
-        self.cycle: RequestCycle | None = None
+        self.cycle: Http1Cycle | None = None
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.scheme = "http"
         self.proxy_trusted = False
         self.write_paused = False
+        self.write_buffered = 0  # the transport's unsent bytes at the last sweep
+        self.write_stall_since = 0.0  # when the client last took response bytes (sweep clock)
         self.read_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
@@ -154,6 +163,7 @@ class HttpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.write_stall_since = self.state.now  # the client took bytes: progress
         self._wake_drain()
 
     def _wake_drain(self) -> None:
@@ -216,7 +226,7 @@ class HttpConnection(asyncio.Protocol):
         client = self.client
         scheme = self.scheme
         if self.proxy_trusted and head.forwarded:
-            client, scheme = self._forwarded(headers, client, scheme)
+            client, scheme = state.proxies.forwarded(headers, client, scheme)
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": _ASGI,
@@ -233,7 +243,8 @@ class HttpConnection(asyncio.Protocol):
             "state": state.lifespan_state.copy(),
             "extensions": EXTENSIONS,
         }
-        cycle = RequestCycle(self, scope, head, time.perf_counter() if state.access_log else 0.0)
+        timed = state.access_log is not None or state.metrics is not None
+        cycle = Http1Cycle(self, scope, head, time.perf_counter() if timed else 0.0)
         self.cycle = cycle
         # Served in the last call, or --timeout-keep-alive 0: say the connection ends with it.
         if state.shutting_down or not state.config.timeouts.keep_alive:
@@ -253,27 +264,6 @@ class HttpConnection(asyncio.Protocol):
         state.tasks += 1
         INFLIGHT[task] = cycle
         task.add_done_callback(self._task_done)
-
-    def _forwarded(
-        self, headers: list[tuple[bytes, bytes]], client: tuple[str, int] | None, scheme: str
-    ) -> tuple[tuple[str, int] | None, str]:
-        """X-Forwarded-For / -Proto from a trusted proxy."""
-        for name, value in headers:
-            if name == b"x-forwarded-proto":
-                proto = value.decode("latin-1").strip().lower()
-                if proto in ("http", "https"):
-                    scheme = proto
-            elif name == b"x-forwarded-for":
-                # The nearest hop the trusted proxies did not add themselves.
-                hops = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
-                chosen = None
-                for hop in reversed(hops):
-                    chosen = hop
-                    if not self.state.trusts(hop):
-                        break
-                if chosen is not None:
-                    client = (chosen, 0)
-        return client, scheme
 
     # -- called by the request cycle ---------------------------------------------------------
 
@@ -299,16 +289,12 @@ class HttpConnection(asyncio.Protocol):
             if not self.transport.is_closing():
                 self.transport.resume_reading()
 
-    def abort(self) -> None:
-        self.transport.abort()
-
-    def response_complete(self, cycle: RequestCycle) -> None:
+    def response_complete(self, cycle: Http1Cycle) -> None:
+        """The one place a request ends, answered by the app or by the server."""
         state = self.state
-        state.requests += 1
+        state.request_done(cycle.status, cycle.head.http_version, cycle.started_at)
         if state.access_log is not None:
             self._log_access(cycle)
-        if state.on_request_done is not None:
-            state.on_request_done()
         if self.cycle is not cycle:
             return  # the connection is gone already
         self.cycle = None
@@ -333,7 +319,7 @@ class HttpConnection(asyncio.Protocol):
             # A dead parser may hold the error for a request pipelined behind this one.
             self._pump()
 
-    def _log_access(self, cycle: RequestCycle) -> None:
+    def _log_access(self, cycle: Http1Cycle) -> None:
         assert self.state.access_log is not None
         # What the app saw: the client a trusted proxy named, the path below --root-path.
         scope = cycle.scope
@@ -349,6 +335,7 @@ class HttpConnection(asyncio.Protocol):
             cycle.request_id,
             cycle.head.headers,
             list(cycle.response_headers),
+            cycle.cut_short,
         )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -356,7 +343,7 @@ class HttpConnection(asyncio.Protocol):
         state = self.state
         state.tasks -= 1
         cycle = INFLIGHT.pop(task)
-        assert isinstance(cycle, RequestCycle)
+        assert isinstance(cycle, Http1Cycle)
         if not task.cancelled():
             exc = task.exception()
             if exc is not None:
@@ -370,7 +357,7 @@ class HttpConnection(asyncio.Protocol):
 
     # -- errors -----------------------------------------------------------------------------
 
-    def _app_failed(self, cycle: RequestCycle, exc: BaseException | None) -> None:
+    def _app_failed(self, cycle: Http1Cycle, exc: BaseException | None) -> None:
         if isinstance(exc, ClientDisconnected) or cycle.disconnected:
             return  # the client left; nothing to answer and nothing the app did wrong
         if exc is not None:
@@ -384,7 +371,7 @@ class HttpConnection(asyncio.Protocol):
             return  # the answer is out already: log only, leave the connection alone
         self._end_failed_cycle(cycle)
 
-    def _app_returned_early(self, cycle: RequestCycle) -> None:
+    def _app_returned_early(self, cycle: Http1Cycle) -> None:
         if cycle.disconnected:
             return
         if cycle.response_started and cycle.head_written:
@@ -395,7 +382,7 @@ class HttpConnection(asyncio.Protocol):
             logger.error("ASGI app returned without sending a response (%s %s)", cycle.method, cycle.path)
         self._end_failed_cycle(cycle)
 
-    def _end_failed_cycle(self, cycle: RequestCycle) -> None:
+    def _end_failed_cycle(self, cycle: Http1Cycle) -> None:
         if self.transport.is_closing():
             return
         if cycle.head_written:
@@ -403,16 +390,11 @@ class HttpConnection(asyncio.Protocol):
             self.transport.abort()
             return
         cycle.response_started = True
-        cycle.response_complete = True
         cycle.status = 500
+        cycle.keep_alive = False
         self.transport.write(simple_response(500))
-        if self.cycle is cycle:
-            self.cycle = None
-        state = self.state
-        state.requests += 1
-        if state.access_log is not None:
-            self._log_access(cycle)
-        self.close(linger=not cycle.body_complete)
+        cycle.response_complete = True
+        self.response_complete(cycle)
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer a request we will not serve, then close the connection."""
@@ -451,7 +433,13 @@ class HttpConnection(asyncio.Protocol):
         self.closing = True
         self.transport.abort()
 
-    # -- housekeeping (called once a second by the server) ----------------------------------
+    # -- the connection interface (steadyloop.protocols.base.Connection) ---------------------
+
+    def is_idle(self) -> bool:
+        return self.cycle is None
+
+    def abort(self) -> None:
+        self.transport.abort()
 
     def check_timeouts(self, now: float) -> None:
         if self.closing_since:  # close() was called
@@ -466,6 +454,9 @@ class HttpConnection(asyncio.Protocol):
         timeouts = self.state.config.timeouts
         cycle = self.cycle
         if cycle is not None:
+            if timeouts.write and self._write_stalled(now, timeouts.write):
+                self._write_timed_out(cycle, timeouts.write)
+                return
             if (
                 not cycle.body_complete
                 and timeouts.body_read
@@ -485,6 +476,32 @@ class HttpConnection(asyncio.Protocol):
                 self._refuse(408, "request head not received in time")
         elif now - self.idle_since >= timeouts.keep_alive:
             self.close()
+
+    def _write_stalled(self, now: float, limit: float) -> bool:
+        """Has the client taken none of the response for `limit` seconds? Progress, not total
+        time: a slow download that moves lives, however long it takes."""
+        size = self.transport.get_write_buffer_size()
+        if size == 0 or size < self.write_buffered or not self.write_buffered:
+            self.write_stall_since = now  # nothing owed, bytes taken, or the first sweep to wait
+        self.write_buffered = size
+        return now - self.write_stall_since >= limit
+
+    def _write_timed_out(self, cycle: Http1Cycle, limit: float) -> None:
+        logger.info(
+            "write timeout: %s took no response bytes for %ss; aborting %s %s",
+            _peer(self.client),
+            limit,
+            cycle.method,
+            cycle.path,
+        )
+        cycle.cut_short = "write timeout"
+        if self.state.access_log is not None:
+            self._log_access(cycle)  # the response will never complete: log it now
+        self.cycle = None
+        cycle.on_disconnect()  # the app hears http.disconnect; its send() raises
+        self._wake_drain()
+        self.closing = True
+        self.transport.abort()
 
     def shutdown(self) -> None:
         """Server shutdown: close now if idle, else after the response in progress."""
