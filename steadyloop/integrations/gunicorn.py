@@ -21,8 +21,9 @@ watchdog) on gunicorn's listening sockets. What the worker honours of gunicorn:
   translated to steadyloop's; one with no counterpart is refused by name);
   --error-logfile takes the server's records ("-", the default: stderr). Both
   go through steadyloop's non-blocking log queue, like every other record;
-- USR1 reopens log files (gunicorn's handler); a parent that changed (the
-  master died) makes the worker stop.
+- USR1 reopens gunicorn's own log files (its handler); steadyloop's log files
+  reopen by themselves once rotated away; a parent that changed (the master
+  died) makes the worker stop.
 
 Subclass and set `CONFIG_KWARGS` (steadyloop option names, as for
 `steadyloop.run`) to change anything else, e.g. `{"loop": "asyncio"}`.

@@ -26,6 +26,7 @@ import configparser
 import json
 import logging
 import logging.config
+import logging.handlers
 import signal
 import sys
 import threading
@@ -268,7 +269,8 @@ def _handler(path: str | None, stream: Any) -> logging.Handler:
     if path is None or path == "-":
         return logging.StreamHandler(stream)
     try:
-        return logging.FileHandler(path, encoding="utf-8")
+        # Reopened when logrotate moves the file away (a stat per record, on the writer thread).
+        return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot open log file {path}: {exc.strerror or exc}") from None
 

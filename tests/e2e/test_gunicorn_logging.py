@@ -64,3 +64,19 @@ def test_a_gunicorn_atom_without_a_counterpart_is_named(tmp_path: Path) -> None:
     assert gunicorn_access_format('%(h)s "%(r)s" %(L)s') == '%h "%r" %{s}T'
     with pytest.raises(ConfigError, match=r"%\(p\)s"):
         gunicorn_access_format("%(p)s")
+
+
+def test_a_rotated_access_logfile_is_reopened(tmp_path: Path) -> None:
+    access = tmp_path / "access.log"
+    port = free_port()
+    proc = run_gunicorn(port, "--access-logfile", str(access))
+    try:
+        wait_for_port(port, proc=proc)
+        assert httpx.get(f"http://127.0.0.1:{port}/before").status_code == 200
+        wait_until(lambda: access.exists() and "/before" in access.read_text())
+        access.rename(tmp_path / "access.log.1")  # what logrotate does
+        assert httpx.get(f"http://127.0.0.1:{port}/after").status_code == 200
+        wait_until(lambda: access.exists() and "/after" in access.read_text())
+    finally:
+        stop(proc, timeout=20)
+    assert "/after" not in (tmp_path / "access.log.1").read_text()
