@@ -10,14 +10,20 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+# Each choice is written once, here: the flags' choices and the validation read them.
 LoopChoice = Literal["auto", "uvloop", "asyncio"]
 LifespanChoice = Literal["auto", "on", "off"]
 InterfaceChoice = Literal["auto", "asgi3", "asgi2", "wsgi"]
 OverflowPolicy = Literal["drop", "block"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+LOOPS: tuple[str, ...] = get_args(LoopChoice)
+LIFESPANS: tuple[str, ...] = get_args(LifespanChoice)
+INTERFACES: tuple[str, ...] = get_args(InterfaceChoice)
+OVERFLOW_POLICIES: tuple[str, ...] = get_args(OverflowPolicy)
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 
 class ConfigError(ValueError):
@@ -37,7 +43,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Timeouts:
-    keep_alive: float = 5.0  # idle keep-alive connection is closed after this
+    keep_alive: float = 5.0  # idle keep-alive connection is closed after this; 0: no keep-alive
     header_read: float = 10.0  # a request head must arrive whole within this (slowloris)
     body_read: float = 60.0  # longest silence while a request body is still due; 0: no limit
     write: float = 60.0  # longest time a client may take no response bytes; 0: no limit
@@ -50,6 +56,12 @@ class LogOptions:
     access_log: bool = True
     access_log_format: str = "common"  # common | combined | json | a custom format
     config_file: str | None = None  # dictConfig as JSON, YAML or INI
+    # Files for the server's records and the access log instead of stderr and stdout
+    # ("-" or None: the stream); set by the gunicorn worker from --error-logfile and
+    # --access-logfile.
+    error_file: str | None = None
+    access_file: str | None = None
+    use_colors: bool | None = None  # None: on a terminal, unless NO_COLOR is set
     sync: bool = False  # --log-sync: no queue, no writer thread (debugging)
     overflow: OverflowPolicy = "drop"
     queue_records: int = 10000
@@ -89,6 +101,7 @@ class Config:
     factory: bool = False
     app_dir: str | None = None
     interface: InterfaceChoice = "auto"
+    env_file: str | None = None  # KEY=value lines put into the environment first
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -100,6 +113,7 @@ class Config:
     lifespan: LifespanChoice = "auto"
     root_path: str = ""
     threads: int = 40  # the thread pool for sync work (WSGI, `def` endpoints)
+    pid_file: str | None = None
 
     proxy_headers: bool = True
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
@@ -128,18 +142,13 @@ def _validate(config: Config) -> None:
 
     need(0 <= config.port <= 65535, f"--port must be 0..65535, not {config.port}")
     need(config.backlog > 0, "--backlog must be positive")
-    need(
-        config.loop in ("auto", "uvloop", "asyncio"),
-        f"--loop must be auto, uvloop or asyncio, not {config.loop!r}",
-    )
-    need(
-        config.lifespan in ("auto", "on", "off"),
-        f"--lifespan must be auto, on or off, not {config.lifespan!r}",
-    )
-    need(
-        config.interface in ("auto", "asgi3", "asgi2", "wsgi"),
-        f"--interface must be auto, asgi3, asgi2 or wsgi, not {config.interface!r}",
-    )
+
+    def one_of(flag: str, value: str, choices: tuple[str, ...]) -> None:
+        need(value in choices, f"{flag} must be one of {', '.join(choices)}, not {value!r}")
+
+    one_of("--loop", config.loop, LOOPS)
+    one_of("--lifespan", config.lifespan, LIFESPANS)
+    one_of("--interface", config.interface, INTERFACES)
     need(config.threads >= 1, "--threads must be at least 1")
     need(config.root_path == "" or config.root_path.startswith("/"), "--root-path must start with '/'")
     need(
@@ -157,7 +166,7 @@ def _validate(config: Config) -> None:
     need(lim.concurrency is None or lim.concurrency >= 1, "--limit-concurrency must be at least 1")
 
     t = config.timeouts
-    need(t.keep_alive > 0, "--timeout-keep-alive must be positive")
+    need(t.keep_alive >= 0, "--timeout-keep-alive must not be negative (0 turns keep-alive off)")
     need(t.header_read > 0, "--timeout-header-read must be positive")
     need(t.body_read >= 0, "--timeout-body-read must not be negative")
     need(t.write >= 0, "--timeout-write must not be negative")
@@ -167,8 +176,8 @@ def _validate(config: Config) -> None:
     )
 
     log = config.log
-    need(log.level.lower() in LOG_LEVELS, f"--log-level must be one of {', '.join(LOG_LEVELS)}")
-    need(log.overflow in ("drop", "block"), "--log-overflow must be drop or block")
+    one_of("--log-level", log.level.lower(), LOG_LEVELS)
+    one_of("--log-overflow", log.overflow, OVERFLOW_POLICIES)
     need(log.queue_records >= 1 and log.queue_bytes >= 1024, "log queue bounds are too small")
     need(log.drain_timeout >= 0, "--log-drain-timeout must not be negative")
     if log.config_file is not None:

@@ -12,7 +12,7 @@ Each pool has a `PoolStats`: plain counters a metrics endpoint reads with
 `snapshot()` (or all of them with `snapshot_all()`). A task that waits for a
 thread longer than the block threshold is reported like a blocked loop,
 
-    GET /sync waited 340 ms for a worker thread; 40 of 40 busy, 12 queued (pool anyio)
+    GET /sync waited 340 ms for a pool thread; 40 of 40 busy, 12 queued (pool anyio)
 
 through the "steadyloop.threadpool" logger (the non-blocking log pipeline),
 rate-limited by a token bucket; suppressed reports are counted and the count
@@ -265,9 +265,7 @@ class PoolStats:
                 return
             self.reports += 1
             suppressed, self._pending_suppressed = self._pending_suppressed, 0
-        message = (
-            f"{what} for a worker thread; {busy} of {self.size} busy, {queued} queued (pool {self.name})"
-        )
+        message = f"{what} for a pool thread; {busy} of {self.size} busy, {queued} queued (pool {self.name})"
         if suppressed:
             message += f"; {suppressed} similar reports suppressed"
         logger.warning(

@@ -53,6 +53,7 @@ from steadyloop.observe.stacks import (
     locate,
     sample_thread,
 )
+from steadyloop.observe.words import counted
 
 logger = logging.getLogger("steadyloop.watchdog")
 
@@ -249,9 +250,9 @@ class Watchdog:
         if self.blocks == 0:
             return
         logger.info(
-            "loop watchdog: %d blocks, %.3f s blocked in all, longest %.3f s; "
+            "loop watchdog: %s, %.3f s blocked in all, longest %.3f s; "
             "%d reported, %d suppressed by the rate limit (%d since the last report)",
-            self.blocks,
+            counted(self.blocks, "block"),
             self.blocked_seconds,
             self.longest_block,
             self.reports,
@@ -507,7 +508,7 @@ class Watchdog:
         if block is not None and stacks:
             samples = block.stacks.samples + block.other_samples
             n = len(block.stacks)
-            lines.append(f"  {_count(samples, 'sample')}, {_count(n, 'distinct stack')}")
+            lines.append(f"  {counted(samples, 'sample')}, {counted(n, 'distinct stack')}")
             others = [r for r, _ in block.running.most_common()[1:]]
             if others:
                 lines.append("  also running: " + "; ".join(r.describe() for r in others[:5]))
@@ -515,7 +516,7 @@ class Watchdog:
             lines.append(f"  {suppressed_before} block reports suppressed since the last one")
         for i, (stack, count) in enumerate(stacks[:MAX_STACKS_SHOWN], 1):
             lines.append(
-                f"  stack {i} of {len(stacks)} ({_count(count, 'sample')}), app frames marked >, "
+                f"  stack {i} of {len(stacks)} ({counted(count, 'sample')}), app frames marked >, "
                 "most recent call last:"
             )
             lines.extend(format_stack(stack, cls))
@@ -537,7 +538,3 @@ class Watchdog:
             "stacks": self._stacks_payload(stacks),
         }
         return "\n".join(lines), payload
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"

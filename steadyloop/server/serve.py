@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from steadyloop import __version__
 from steadyloop.asgi.lifespan import Lifespan, LifespanFailed
 from steadyloop.asgi.types import ASGIApp
 from steadyloop.config import Config
@@ -36,8 +37,10 @@ from steadyloop.observe.metrics.publisher import Publisher
 from steadyloop.observe.metrics.shm import StatsSlot
 from steadyloop.observe.threadpool import install_thread_pools
 from steadyloop.observe.watchdog import Watchdog
+from steadyloop.observe.words import counted
 from steadyloop.protocols.http1.connection import Http1Connection
 from steadyloop.protocols.shared import ServerState
+from steadyloop.sdnotify import Notifier
 from steadyloop.server.loops import new_event_loop
 from steadyloop.server.sockets import bind_sockets, describe
 from steadyloop.server.stats_sources import attach as attach_stats
@@ -100,6 +103,9 @@ class Server:
         # Set by a supervisor before serving: the shared slot it reads to tell a stuck loop.
         self.heartbeat: Heartbeat | None = None
         self.watchdog: Watchdog | None = None
+        self.is_worker = False  # one of a supervisor's (ours or gunicorn's) worker processes
+        self.notifier: Notifier | None = None  # systemd's NOTIFY_SOCKET, for a lone process
+        self._watchdog_ping: asyncio.TimerHandle | None = None
         # This process's numbers (steadyloop.observe.current_stats()); with --metrics, requests
         # are counted too and published to the supervisor's slot (or served by our own listener).
         self.stats = process_stats.ProcessStats()
@@ -147,6 +153,10 @@ class Server:
         )
         process_stats.install(self.stats)
 
+        # Bound before the app's startup runs: a port that is taken must not leave the app
+        # started (its connections open) with nobody to run its shutdown.
+        if sockets is None:
+            sockets = bind_sockets(config)
         self.lifespan = Lifespan(self.app, config.lifespan, state.lifespan_state)
         try:
             await self.lifespan.startup()
@@ -156,10 +166,10 @@ class Server:
         except LifespanFailed as exc:
             logger.error("Application startup failed: %s", exc)
             self.exit_code = EXIT_STARTUP_FAILED
+            for sock in sockets:
+                sock.close()
             return False
 
-        if sockets is None:
-            sockets = bind_sockets(config)
         for sock in sockets:
             # Where the server picks the protocol for a new connection.
             server = await loop.create_server(
@@ -169,7 +179,10 @@ class Server:
             self.addresses.append(describe(sock))
         self._housekeeping = loop.call_later(HOUSEKEEPING_INTERVAL, self._tick)
         for address in self.addresses:
-            logger.info("steadyloop serving on %s (pid %d)", address, os.getpid())
+            if self.is_worker:  # its supervisor said the version and how to quit
+                logger.info("worker %d serving on %s", os.getpid(), address)
+            else:
+                logger.info("steadyloop %s serving on %s (Press CTRL+C to quit)", __version__, address)
         # Everything alive now (the app, its framework, their modules) lives as long as the
         # process. Freezing it keeps the cyclic GC from rescanning it in every full
         # collection: with FastAPI loaded those took ~35 ms, each one a stall of the loop.
@@ -177,13 +190,28 @@ class Server:
         gc.freeze()
         _raise_young_gc_threshold()
         self.started.set()
+        if self.notifier is not None:
+            self.notifier.ready("serving on " + ", ".join(self.addresses))
+            self._ping_systemd()
         if self.on_started is not None:
             self.on_started(self)
         return True
 
+    def _ping_systemd(self) -> None:
+        """WATCHDOG=1 from a timer on this loop: a stuck loop stops the pings."""
+        notifier = self.notifier
+        if notifier is None or notifier.watchdog_interval is None or self.loop is None:
+            return
+        notifier.watchdog()
+        self._watchdog_ping = self.loop.call_later(notifier.watchdog_interval, self._ping_systemd)
+
     async def shutdown(self) -> None:
         state = self.state
         assert state is not None and self.loop is not None
+        if self.notifier is not None:
+            self.notifier.stopping()
+        if self._watchdog_ping is not None:
+            self._watchdog_ping.cancel()
         for server in self._servers:
             server.close()
         state.shutting_down = True
@@ -196,9 +224,9 @@ class Server:
                 await asyncio.wait_for(asyncio.shield(waiter), timeout)
             except asyncio.TimeoutError:
                 logger.warning(
-                    "graceful shutdown timed out after %ss: cancelling %d requests",
+                    "graceful shutdown timed out after %ss: cancelling %s",
                     timeout,
-                    state.tasks,
+                    counted(state.tasks, "request"),
                 )
             except asyncio.CancelledError:
                 pass
@@ -315,14 +343,19 @@ def serve_process(
     *,
     on_started: Callable[[Server], None] | None = None,
     heartbeat: Heartbeat | None = None,
+    is_worker: bool = False,
     stats_slot: StatsSlot | None = None,
 ) -> int:
     """Run one serving process to the end and return its exit code.
 
     `heartbeat`: a supervisor's shared slot, stamped by the loop (via the watchdog).
+    A port that is taken (ConfigError, one line) is found before the app is imported;
+    the socket listens once the server has started.
     `stats_slot`: a supervisor's shared slot for this worker's metrics (--metrics); without
     one, --metrics starts this process's own listener, on a thread of its own.
     """
+    if sockets is None:
+        sockets = bind_sockets(config, listen=False)
     pipeline = setup_logging(config.log)
     listener: Any = None
     try:
@@ -335,6 +368,9 @@ def serve_process(
         server = Server(config, app)
         server.log_pipeline = pipeline
         server.heartbeat = heartbeat
+        server.is_worker = is_worker
+        if not is_worker:
+            server.notifier = Notifier.from_environment()
         server.stats_slot = stats_slot
         server.access_log = _make_access_log(config, pipeline)
         if config.metrics.enabled and stats_slot is None:

@@ -62,7 +62,7 @@ def metrics_server(*args: str, workers: int = 2) -> Iterator[Running]:
         tail = LogTail(proc.stderr)
         running = Running(proc, tail, port, metrics_port)
         try:
-            tail.wait_for(r"steadyloop serving on", timeout=20)
+            tail.wait_for(r"serving on http", timeout=20)
             if workers > 1:
                 wait_until(lambda: running.total("steadyloop_workers") == workers, timeout=20)
             yield running

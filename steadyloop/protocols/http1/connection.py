@@ -265,7 +265,8 @@ class Http1Connection(asyncio.Protocol):
         timed = state.access_log is not None or state.metrics is not None
         cycle = Http1Cycle(self, scope, head, time.perf_counter() if timed else 0.0)
         self.cycle = cycle
-        if state.shutting_down:  # served in the last call: say the connection ends with it
+        # Served in the last call, or --timeout-keep-alive 0: say the connection ends with it.
+        if state.shutting_down or not state.config.timeouts.keep_alive:
             cycle.keep_alive = False
         task: asyncio.Task[None]
         try:
@@ -369,11 +370,13 @@ class Http1Connection(asyncio.Protocol):
 
     def _log_access(self, cycle: Http1Cycle) -> None:
         assert self.state.access_log is not None
-        client = self.client
+        # What the app saw: the client a trusted proxy named, the path below --root-path.
+        scope = cycle.scope
+        client = scope["client"]
         self.state.access_log.log(
             f"{client[0]}:{client[1]}" if client else "-",  # as uvicorn shows it
             cycle.method,
-            cycle.target.decode("latin-1"),
+            scope["root_path"] + cycle.target.decode("latin-1"),
             cycle.head.http_version,
             cycle.status,
             cycle.bytes_sent,
