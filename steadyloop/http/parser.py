@@ -22,7 +22,13 @@ repeated or non-numeric Content-Length, a Transfer-Encoding whose final coding
 is not chunked, obs-fold, whitespace before the colon, bare CR or LF, bad or
 overflowing chunk sizes, chunk data without its CRLF, and control characters
 in header names and values. This module adds what llhttp leaves to servers:
-the Host rules, size limits, Expect, and the status each refusal deserves.
+the Host rules, size limits (on the head, on chunk-size lines with their
+extensions, on the trailer section), the fields a trailer may not carry,
+Expect, and the status each refusal deserves, the same however the bytes are
+split into reads.
+
+Trailer fields of a chunked request are checked and then dropped: they are
+never delivered to the app, and never become part of another request.
 Every one of these checks is a way to smuggle a request past a proxy that
 reads the message differently, so we refuse rather than guess.
 """
@@ -64,6 +70,38 @@ _SPECIAL = {
     b"transfer-encoding": _TRANSFER_ENCODING,
     b"content-length": _CONTENT_LENGTH,
 }
+# Fields that must not arrive in a trailer: the recipient has acted on the header section
+# before the trailer arrives. "Many fields cannot be processed outside the header section
+# because their evaluation is necessary prior to receiving the content, such as those that
+# describe message framing, routing, authentication, request modifiers, response controls,
+# or content format." -- RFC 9110 §6.5.1. One of these in a trailer is someone hoping a
+# proxy merges it into the head: refused.
+_FORBIDDEN_IN_TRAILER = frozenset(
+    {
+        b"authorization",
+        b"connection",
+        b"content-encoding",
+        b"content-length",
+        b"content-range",
+        b"content-type",
+        b"cookie",
+        b"expect",
+        b"forwarded",
+        b"host",
+        b"keep-alive",
+        b"max-forwards",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"range",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+    }
+)
 _METHODS = {m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 # What a parsed head counts for in `buffered`, so that a flood of tiny pipelined requests
 # is held back like the same number of body bytes would be.
@@ -126,6 +164,7 @@ class RequestParser:
     """Incremental parser for the requests arriving on one connection."""
 
     __slots__ = (
+        "_chunked",
         "_content_length",
         "_events",
         "_expect_continue",
@@ -133,11 +172,16 @@ class RequestParser:
         "_head_bytes",
         "_headers",
         "_host_count",
+        "_idle",
         "_llhttp",
         "_progressed",
         "_stalled",
         "_target",
         "_te",
+        "_trailer_bytes",
+        "_trailer_count",
+        "_trailers_next",
+        "_window",
         "buffered",
         "dead",
         "in_head",
@@ -163,6 +207,14 @@ class RequestParser:
         self.buffered = 0  # parsed but not yet taken: body bytes, plus a weight per head
         self.dead = False  # an error was found; later bytes are ignored
         self.in_head = False  # inside a request head (for the header-read timeout)
+        self._chunked = False  # inside a chunked body: chunk-size lines, data, trailer section
+        self._trailers_next = False  # a chunk-size line ended and no data followed: the last chunk
+        self._trailer_count = 0
+        self._trailer_bytes = 0
+        self._idle = True  # between requests: no byte of the next one fed yet (CRLFs aside)
+        # The bytes fed since the parser was last idle at the start of a read, up to
+        # max_head_size: enough to find where a bad method starts (see _method_error).
+        self._window: bytes | None = b""
         self._reset_head()
 
     def _reset_head(self) -> None:
@@ -182,6 +234,11 @@ class RequestParser:
     def feed(self, data: bytes) -> None:
         if self.dead:
             return
+        if self._idle:
+            self._window = data
+        elif self._window is not None:
+            window = self._window + data
+            self._window = window if len(window) <= self.max_head_size else None
         self._progressed = False
         try:
             self._llhttp.feed_data(data)
@@ -196,23 +253,46 @@ class RequestParser:
             else:
                 raise
         except httptools.HttpParserInvalidMethodError:
-            method = data.split(b" ", 1)[0]
-            if method and all(c in _TOKEN_CHARS for c in method):
-                # "An origin server that receives a request method that is unrecognized or
-                # not implemented SHOULD respond with the 501" -- RFC 9110 §9.1
-                self._error(ProtocolError(501, "method not implemented"))
-            else:
-                self._error(ProtocolError(400, "invalid method"))
+            self._error(self._method_error())
         except httptools.HttpParserError as exc:
             self._error(_classify(str(exc)))
-        if self.in_head and not self.dead:
-            # llhttp keeps an unfinished header line in memory until it ends; a line that
-            # never ends must not grow it forever. Counted after parsing, and only while no
-            # line completes, so that a head's end and the body behind it arriving in one
-            # read (or many small heads in a row) are never taken for one huge head.
-            self._stalled = 0 if self._progressed else self._stalled + len(data)
-            if self._stalled > self.max_head_size:
-                self._error(ProtocolError(431, "request head too large"))
+        if self.dead or self._progressed:
+            self._stalled = 0
+        elif self.in_head or self._chunked:
+            # llhttp keeps an unfinished header (or trailer) line in memory until it ends,
+            # and reads a chunk extension for as long as it goes on: a line that never ends
+            # must not hold memory or the connection forever. Counted after parsing, and only
+            # while no line completes, so that a head's end and the body behind it arriving in
+            # one read (or many small heads in a row) are never taken for one huge head. The
+            # bound is therefore the limit plus at most one read.
+            self._stalled += len(data)
+            if self.in_head:
+                if self._stalled > self.max_head_size:
+                    self._error(ProtocolError(431, "request head too large"))
+            elif self._trailers_next:
+                if self._stalled > self.max_header_size:
+                    self._error(ProtocolError(431, "trailer field too large"))
+            elif self._stalled > self.max_header_size:
+                # Node.js bounds the same thing since CVE-2024-22019.
+                self._error(ProtocolError(400, "chunk extension too long"))
+
+    def _method_error(self) -> ProtocolError:
+        """The status for a request line whose method llhttp refused.
+
+        "An origin server that receives a request method that is unrecognized or not
+        implemented SHOULD respond with the 501" -- RFC 9110 §9.1; a method that is not even
+        a token makes the request line invalid: 400 (RFC 9112 §3). llhttp stops at the first
+        byte that cannot continue any method it knows; everything before it in the method
+        is a prefix of a known name, so that byte alone decides. httptools does not say
+        where it is, so a fresh parser finds it in the bytes since the parser was last idle
+        at a read's start (`_window`): the answer depends on the bytes, never on the reads.
+        """
+        window = self._window
+        if window is not None:
+            failing = _failing_byte(window)
+            if failing is not None and failing in _TOKEN_CHARS:
+                return ProtocolError(501, "method not implemented")
+        return ProtocolError(400, "invalid method")
 
     def _error(self, error: ProtocolError) -> None:
         self.dead = True
@@ -234,8 +314,8 @@ class RequestParser:
 
     # -- llhttp callbacks ----------------------------------------------------------------
 
-    # No on_message_begin: llhttp calls back only for methods that exist, and on_url comes
-    # first in every request anyway.
+    def on_message_begin(self) -> None:
+        self._idle = False
 
     def on_url(self, url: bytes) -> None:
         self.in_head = True
@@ -245,6 +325,9 @@ class RequestParser:
         self._target = target
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._chunked:
+            self._on_trailer(name, value)
+            return
         headers = self._headers
         size = len(name) + len(value)
         if size > self.max_header_size:
@@ -307,20 +390,85 @@ class RequestParser:
         )
         self._reset_head()
         self.in_head = False
+        self._progressed = True
+        if head.chunked:
+            self._chunked = True
+            self._trailer_count = self._trailer_bytes = 0
         self.buffered += _HEAD_WEIGHT
         self._events.append(head)
 
     def on_body(self, body: bytes) -> None:
+        self._progressed = True
+        self._trailers_next = False
         self.buffered += len(body)
         self._events.append(body)
 
+    def on_chunk_header(self) -> None:
+        # The chunk-size line (and its extensions) ended; data follows unless it was the last
+        # chunk, and then what follows is the trailer section.
+        self._progressed = True
+        self._trailers_next = True
+
+    def on_chunk_complete(self) -> None:
+        self._progressed = True
+        self._trailers_next = False
+
+    def _on_trailer(self, name: bytes, value: bytes) -> None:
+        """A trailer field (llhttp reports them like header fields): bounded like the head,
+        checked, then dropped -- it belongs to this request, never to the next one."""
+        self._progressed = True
+        size = len(name) + len(value)
+        if size > self.max_header_size:
+            raise _Abort(ProtocolError(431, "trailer field too large"))
+        self._trailer_count += 1
+        if self._trailer_count > self.max_header_count:
+            raise _Abort(ProtocolError(431, "too many trailer fields"))
+        self._trailer_bytes += size
+        if self._trailer_bytes > self.max_head_size:
+            raise _Abort(ProtocolError(431, "trailer section too large"))
+        if name.lower() in _FORBIDDEN_IN_TRAILER:
+            raise _Abort(ProtocolError(400, "field not allowed in a trailer"))
+
     def on_message_complete(self) -> None:
+        self._chunked = self._trailers_next = False
+        self._idle = True
         self._events.append(END_OF_MESSAGE)
+
+
+def _failing_byte(window: bytes) -> int | None:
+    """The byte at which llhttp refuses `window` (which starts between requests), or None."""
+    if not _refuses(window):
+        return None
+    low, high = 1, len(window)  # the shortest refused prefix has length `high`
+    while low < high:
+        middle = (low + high) // 2
+        if _refuses(window[:middle]):
+            high = middle
+        else:
+            low = middle + 1
+    return window[high - 1]
+
+
+def _refuses(data: bytes) -> bool:
+    try:
+        httptools.HttpRequestParser(_NO_CALLBACKS).feed_data(data)
+    except httptools.HttpParserUpgrade:
+        return False
+    except httptools.HttpParserError:
+        return True
+    return False
+
+
+_NO_CALLBACKS: Final = object()
 
 
 def _classify(message: str) -> ProtocolError:
     """The status for an llhttp error; its message is kept as the reason."""
     lowered = message.lower()
+    if "invalid method for" in lowered:
+        # A well-formed method llhttp knows from RTSP ("DESCRIBE", "ANNOUNCE"...): unknown to
+        # HTTP, so the same answer as any other unknown token.
+        return ProtocolError(501, "method not implemented")
     if "version" in lowered:
         return ProtocolError(505 if "invalid http version" in lowered else 400, message)
     if "transfer-encoding" in lowered and "unsupported" in lowered:
