@@ -402,7 +402,7 @@ class HttpConnection(asyncio.Protocol):
         cycle.response_started = True
         cycle.response_complete = True
         cycle.status = 500
-        self.transport.write(simple_response(500))
+        self.transport.write(simple_response(500, extra=self.state.head_extra_block))
         if self.cycle is cycle:
             self.cycle = None
         state = self.state
@@ -425,7 +425,9 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.abort()
                 return
         if not self.transport.is_closing():
-            self.transport.write(simple_response(status, (reason + "\n").encode("utf-8")))
+            self.transport.write(
+                simple_response(status, (reason + "\n").encode("utf-8"), extra=self.state.head_extra_block)
+            )
             self.close(linger=True)  # the rest of a refused request may still be arriving
         self.closing = True
 
