@@ -243,11 +243,20 @@ class Server:
             loop.call_soon_threadsafe(self._should_exit.set)
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the server -- when it owns the process's main thread.
+
+        Embedded in another thread (tests, notebooks, other frameworks) the signals belong
+        to the embedding program, which stops the server with `request_exit()`. Python only
+        lets the main thread set signal handlers: asyncio says so with RuntimeError, uvloop
+        with ValueError.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
         loop = asyncio.get_running_loop()
         try:
             loop.add_signal_handler(signal.SIGTERM, self.handle_signal, signal.SIGTERM)
             loop.add_signal_handler(signal.SIGINT, self.handle_signal, signal.SIGINT)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals
+        except (NotImplementedError, RuntimeError, ValueError):  # a platform without them
             pass
 
     def handle_signal(self, sig: int) -> None:
