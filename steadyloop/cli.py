@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from steadyloop import __version__
 from steadyloop.config import ConfigError
 from steadyloop.options import OPTIONS, Option, build_config, parse_env
+from steadyloop.stdfds import ensure_standard_fds
 
 EXIT_USAGE = 2
 
@@ -92,6 +93,7 @@ def _typed(parse: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    ensure_standard_fds()  # before anything opens a descriptor that could take fd 0-2
     code = run_cli(argv)
     if _stuck_threads():
         # A sync job that never returns would keep the interpreter from exiting (thread pools

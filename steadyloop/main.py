@@ -7,6 +7,7 @@ from typing import Any
 
 from steadyloop.config import Config, ConfigError
 from steadyloop.options import build_config
+from steadyloop.stdfds import ensure_standard_fds
 
 
 def run_config(config: Config) -> int:
@@ -31,4 +32,5 @@ def run(app: Any = None, **options: Any) -> int:
 
     >>> steadyloop.run("myproject.asgi:app", port=9000, workers=2, access_log=False)
     """
+    ensure_standard_fds()  # before anything opens a descriptor that could take fd 0-2
     return run_config(build_config(app, options))
