@@ -32,6 +32,7 @@ from steadyloop.observe.logsetup import LogPipeline, setup_logging
 from steadyloop.observe.threadpool import install_thread_pools
 from steadyloop.observe.watchdog import Watchdog
 from steadyloop.server.connection import HttpConnection
+from steadyloop.server.fdlimit import DescriptorWatch
 from steadyloop.server.loops import new_event_loop
 from steadyloop.server.sockets import bind_sockets, describe
 from steadyloop.server.state import ServerState
@@ -86,6 +87,7 @@ class Server:
         # Set by a supervisor before serving: the shared slot it reads to tell a stuck loop.
         self.heartbeat: Heartbeat | None = None
         self.watchdog: Watchdog | None = None
+        self.descriptors = DescriptorWatch()  # running out of fds: said and counted
 
     # -- the whole life ------------------------------------------------------------------------
 
@@ -130,6 +132,7 @@ class Server:
 
         if sockets is None:
             sockets = bind_sockets(config)
+        self.descriptors.install(loop)
         for sock in sockets:
             server = await loop.create_server(
                 lambda: HttpConnection(state), sock=sock, backlog=config.backlog
@@ -230,6 +233,7 @@ class Server:
         self._housekeeping = self.loop.call_later(HOUSEKEEPING_INTERVAL, self._tick)
         now = state.now = time.monotonic()
         state.refresh_head_extra()
+        self.descriptors.probe()
         for conn in list(state.connections):
             conn.check_timeouts(now)
 
