@@ -339,6 +339,11 @@ class RequestParser:
             raise _Abort(ProtocolError(431, "request head too large"))
         self._progressed = True
         name = name.lower()
+        # "A field line value might be preceded and/or followed by optional whitespace (OWS)
+        # ... a parser should exclude such whitespace prior to evaluating the field value"
+        # -- RFC 9112 §5.1. llhttp drops the leading OWS only. (rstrip returns the same
+        # object when there is nothing to strip.)
+        value = value.rstrip(b" \t")
         headers.append((name, value))
         kind = _SPECIAL.get(name)
         if kind is not None:

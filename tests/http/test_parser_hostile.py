@@ -186,3 +186,8 @@ POSTED = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody"
 def test_bad_method_status_is_the_same_however_split(request_line: bytes, status: int, before: bytes) -> None:
     out = every_split(before + request_line + b"\r\nHost: a\r\n\r\n")
     assert out[-1] == status
+
+
+def test_whitespace_around_a_field_value_is_not_part_of_it() -> None:
+    out = every_split(b"GET / HTTP/1.1\r\nHost: a \r\nX-A: \t b c \t \r\n\r\n")
+    assert out[0] == ("GET", b"/", [(b"host", b"a"), (b"x-a", b"b c")])
