@@ -36,6 +36,7 @@ reads the message differently, so we refuse rather than guess.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 import httptools
@@ -178,6 +179,7 @@ class RequestParser:
         "_stalled",
         "_target",
         "_te",
+        "_te_values",
         "_trailer_bytes",
         "_trailer_count",
         "_trailers_next",
@@ -226,6 +228,7 @@ class RequestParser:
         self._host_count = 0
         self._expect_continue = False
         self._te = False
+        self._te_values: list[bytes] = []
         self._content_length = 0
         self._forwarded = False
 
@@ -280,18 +283,23 @@ class RequestParser:
         """The status for a request line whose method llhttp refused.
 
         "An origin server that receives a request method that is unrecognized or not
-        implemented SHOULD respond with the 501" -- RFC 9110 §9.1; a method that is not even
-        a token makes the request line invalid: 400 (RFC 9112 §3). llhttp stops at the first
-        byte that cannot continue any method it knows; everything before it in the method
-        is a prefix of a known name, so that byte alone decides. httptools does not say
-        where it is, so a fresh parser finds it in the bytes since the parser was last idle
-        at a read's start (`_window`): the answer depends on the bytes, never on the reads.
+        implemented SHOULD respond with the 501" -- RFC 9110 §9.1; a request line whose
+        method is not a token is invalid: 400 (RFC 9112 §3). llhttp stops at the first byte
+        that cannot continue a method it knows, so what it has read of the method is a
+        prefix of a known name, and that byte decides: a token character, or the space
+        after a non-empty method, makes an unknown method (501); anything else, 400.
+        httptools does not say where that byte is, so fresh parsers find it in the bytes
+        since the parser was last idle at a read's start (`_window`): the answer depends on
+        the bytes, never on how they were split into reads.
         """
         window = self._window
         if window is not None:
-            failing = _failing_byte(window)
-            if failing is not None and failing in _TOKEN_CHARS:
-                return ProtocolError(501, "method not implemented")
+            found = _where_refused(window)
+            if found is not None:
+                start, at = found
+                byte = window[at]
+                if byte in _TOKEN_CHARS or (byte == 0x20 and at > start):
+                    return ProtocolError(501, "method not implemented")
         return ProtocolError(400, "invalid method")
 
     def _error(self, error: ProtocolError) -> None:
@@ -355,6 +363,7 @@ class RequestParser:
                 self._expect_continue = True
             elif kind == _TRANSFER_ENCODING:
                 self._te = True
+                self._te_values.append(value)
             elif kind == _CONTENT_LENGTH:
                 # llhttp has checked it is a plain number and not repeated.
                 self._content_length = int(value)
@@ -374,6 +383,8 @@ class RequestParser:
         if self._te and version == "1.0":
             # An HTTP/1.0 recipient cannot know chunked; a proxy may frame it differently.
             raise _Abort(ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request"))
+        if self._te:
+            self._check_codings()
         upgrade = parser.should_upgrade()
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method)
@@ -401,6 +412,15 @@ class RequestParser:
             self._trailer_count = self._trailer_bytes = 0
         self.buffered += _HEAD_WEIGHT
         self._events.append(head)
+
+    def _check_codings(self) -> None:
+        codings = [c.strip().lower() for v in self._te_values for c in v.split(b",") if c.strip()]
+        # A final coding other than chunked is llhttp's to refuse (400, RFC 9112 §6.3). Before
+        # a final chunked, anything but chunked is a coding we would pass on undecoded:
+        # "A server that receives a request message with a transfer coding it does not
+        # understand SHOULD respond with 501 (Not Implemented)." -- RFC 9112 §6.1
+        if codings and codings[-1] == b"chunked" and any(c != b"chunked" for c in codings):
+            raise _Abort(ProtocolError(501, "transfer coding not implemented"))
 
     def on_body(self, body: bytes) -> None:
         self._progressed = True
@@ -440,39 +460,60 @@ class RequestParser:
         self._events.append(END_OF_MESSAGE)
 
 
-def _failing_byte(window: bytes) -> int | None:
-    """The byte at which llhttp refuses `window` (which starts between requests), or None."""
-    if not _refuses(window):
+def _where_refused(window: bytes) -> tuple[int, int] | None:
+    """For `window` (starting between requests): where the request llhttp refuses starts,
+    and the index of the byte it stops at; None if it refuses nothing. Error path only."""
+    if not _begins(window)[1]:
         return None
-    low, high = 1, len(window)  # the shortest refused prefix has length `high`
+    at = _shortest(len(window), lambda n: _begins(window[:n])[1]) - 1
+    total = _begins(window[: at + 1])[0]
+    start = _shortest(at + 1, lambda n: _begins(window[:n])[0] == total) - 1
+    return start, at
+
+
+def _shortest(length: int, holds: Callable[[int], bool]) -> int:
+    """The least n in 1..length for which `holds(n)`, given it holds for length and stays true."""
+    low, high = 1, length
     while low < high:
         middle = (low + high) // 2
-        if _refuses(window[:middle]):
+        if holds(middle):
             high = middle
         else:
             low = middle + 1
-    return window[high - 1]
+    return high
 
 
-def _refuses(data: bytes) -> bool:
+class _BeginCounter:
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_message_begin(self) -> None:
+        self.count += 1
+
+
+def _begins(data: bytes) -> tuple[int, bool]:
+    """(messages begun, refused) for `data` fed to a fresh parser."""
+    counter = _BeginCounter()
     try:
-        httptools.HttpRequestParser(_NO_CALLBACKS).feed_data(data)
+        httptools.HttpRequestParser(counter).feed_data(data)
     except httptools.HttpParserUpgrade:
-        return False
+        return counter.count, False
     except httptools.HttpParserError:
-        return True
-    return False
-
-
-_NO_CALLBACKS: Final = object()
+        return counter.count, True
+    return counter.count, False
 
 
 def _classify(message: str) -> ProtocolError:
     """The status for an llhttp error; its message is kept as the reason."""
     lowered = message.lower()
-    if "invalid method for" in lowered:
-        # A well-formed method llhttp knows from RTSP ("DESCRIBE", "ANNOUNCE"...): unknown to
-        # HTTP, so the same answer as any other unknown token.
+    if "pause on pri" in lowered:
+        # "PRI * HTTP/2.0": an HTTP/2 client with prior knowledge, on an HTTP/1.1 server.
+        return ProtocolError(505, "HTTP/2 is not spoken here")
+    if "invalid method for" in lowered or "preface" in lowered:
+        # A well-formed method llhttp knows from RTSP ("DESCRIBE", "ANNOUNCE"...) or HTTP/2's
+        # "PRI": unknown to HTTP/1.1, so the same answer as any other unknown token.
         return ProtocolError(501, "method not implemented")
     if "version" in lowered:
         return ProtocolError(505 if "invalid http version" in lowered else 400, message)

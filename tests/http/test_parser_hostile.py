@@ -172,6 +172,8 @@ POSTED = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody"
     [
         (b"FROB / HTTP/1.1", 501),
         (b"GETX / HTTP/1.1", 501),
+        (b"GE / HTTP/1.1", 501),
+        (b"PRI / HTTP/1.1", 501),
         (b"get / HTTP/1.1", 501),
         (b"G(T / HTTP/1.1", 400),
         (b"GE\x01 / HTTP/1.1", 400),
@@ -191,3 +193,16 @@ def test_bad_method_status_is_the_same_however_split(request_line: bytes, status
 def test_whitespace_around_a_field_value_is_not_part_of_it() -> None:
     out = every_split(b"GET / HTTP/1.1\r\nHost: a \r\nX-A: \t b c \t \r\n\r\n")
     assert out[0] == ("GET", b"/", [(b"host", b"a"), (b"x-a", b"b c")])
+
+
+@pytest.mark.parametrize(
+    ("codings", "status"),
+    [(b"gzip, chunked", 501), (b"gzip\r\nTransfer-Encoding: chunked", 501), (b"chunked, gzip", 400)],
+)
+def test_transfer_coding_we_would_not_decode_is_refused(codings: bytes, status: int) -> None:
+    data = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + codings + b"\r\n\r\n0\r\n\r\n"
+    assert every_split(data)[-1] == status
+
+
+def test_http2_prior_knowledge_preface_is_505() -> None:
+    assert every_split(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")[-1] == 505
