@@ -107,6 +107,12 @@ _METHODS = {m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE
 # What a parsed head counts for in `buffered`, so that a flood of tiny pipelined requests
 # is held back like the same number of body bytes would be.
 _HEAD_WEIGHT: Final = 512
+# A head (or trailer section) we are going to refuse is read to its end, so that llhttp's
+# verdict on the lines after the offending one comes first; but not beyond this many times
+# the head-size limit (Limits.max_head_size).
+_CUT_OFF: Final = 4
+# The reason of a refusal by the incomplete-line bound (see `feed`), which counts reads.
+READ_BOUND_PREFIX: Final = "unfinished line: "
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -176,6 +182,7 @@ class RequestParser:
         "_idle",
         "_llhttp",
         "_progressed",
+        "_refusal",
         "_stalled",
         "_target",
         "_te",
@@ -229,6 +236,7 @@ class RequestParser:
         self._expect_continue = False
         self._te = False
         self._te_values: list[bytes] = []
+        self._refusal: ProtocolError | None = None  # ours, said when the head (trailer) ends
         self._content_length = 0
         self._forwarded = False
 
@@ -267,17 +275,20 @@ class RequestParser:
             # must not hold memory or the connection forever. Counted after parsing, and only
             # while no line completes, so that a head's end and the body behind it arriving in
             # one read (or many small heads in a row) are never taken for one huge head. The
-            # bound is therefore the limit plus at most one read.
+            # bound is therefore the limit plus at most one read -- and, httptools giving no
+            # positions, it counts reads, not lines: a line over the limit that arrives whole
+            # within one read passes this check (the field limits still apply to it). These
+            # refusals are the one answer that can depend on how the bytes are split.
             self._stalled += len(data)
             if self.in_head:
                 if self._stalled > self.max_head_size:
-                    self._error(ProtocolError(431, "request head too large"))
+                    self._error(ProtocolError(431, READ_BOUND_PREFIX + "header line too long"))
             elif self._trailers_next:
                 if self._stalled > self.max_header_size:
-                    self._error(ProtocolError(431, "trailer field too large"))
+                    self._error(ProtocolError(431, READ_BOUND_PREFIX + "trailer line too long"))
             elif self._stalled > self.max_header_size:
                 # Node.js bounds the same thing since CVE-2024-22019.
-                self._error(ProtocolError(400, "chunk extension too long"))
+                self._error(ProtocolError(400, READ_BOUND_PREFIX + "chunk extension too long"))
 
     def _method_error(self) -> ProtocolError:
         """The status for a request line whose method llhttp refused.
@@ -336,16 +347,29 @@ class RequestParser:
         if self._chunked:
             self._on_trailer(name, value)
             return
-        headers = self._headers
+        # httptools reports a field only once the next one starts (or the head ends), so
+        # whether a field is seen before llhttp refuses a broken line after it depends on
+        # where a read ends. Our own refusals therefore wait for the end of the head
+        # (`_refusal`), where llhttp has judged every line: the same bytes always get the
+        # same answer. Past the limits nothing more is kept, and a head that goes on far
+        # beyond them is cut off at once.
         size = len(name) + len(value)
-        if size > self.max_header_size:
-            raise _Abort(ProtocolError(431, "header field too large"))
-        if len(headers) >= self.max_header_count:
-            raise _Abort(ProtocolError(431, "too many header fields"))
         self._head_bytes += size
-        if self._head_bytes > self.max_head_size:
-            raise _Abort(ProtocolError(431, "request head too large"))
         self._progressed = True
+        if self._refusal is not None:
+            if self._head_bytes > _CUT_OFF * self.max_head_size:
+                raise _Abort(self._refusal)
+            return
+        if size > self.max_header_size:
+            self._refusal = ProtocolError(431, "header field too large")
+            return
+        headers = self._headers
+        if len(headers) >= self.max_header_count:
+            self._refusal = ProtocolError(431, "too many header fields")
+            return
+        if self._head_bytes > self.max_head_size:
+            self._refusal = ProtocolError(431, "request head too large")
+            return
         name = name.lower()
         # "A field line value might be preceded and/or followed by optional whitespace (OWS)
         # ... a parser should exclude such whitespace prior to evaluating the field value"
@@ -359,7 +383,7 @@ class RequestParser:
                 self._host_count += 1
             elif kind == _EXPECT:
                 if value.lower() != b"100-continue":
-                    raise _Abort(ProtocolError(417, "unsupported expectation"))
+                    self._refusal = ProtocolError(417, "unsupported expectation")
                 self._expect_continue = True
             elif kind == _TRANSFER_ENCODING:
                 self._te = True
@@ -371,6 +395,8 @@ class RequestParser:
                 self._forwarded = True
 
     def on_headers_complete(self) -> None:
+        if self._refusal is not None:
+            raise _Abort(self._refusal)
         parser = self._llhttp
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
@@ -435,24 +461,32 @@ class RequestParser:
         self._trailers_next = True
 
     def on_chunk_complete(self) -> None:
+        # After the last chunk this comes once the trailer section is complete and checked
+        # by llhttp: the time for our own refusal of it.
+        if self._refusal is not None:
+            raise _Abort(self._refusal)
         self._progressed = True
         self._trailers_next = False
 
     def _on_trailer(self, name: bytes, value: bytes) -> None:
         """A trailer field (llhttp reports them like header fields): bounded like the head,
-        checked, then dropped -- it belongs to this request, never to the next one."""
+        checked, then dropped -- it belongs to this request, never to the next one. As in
+        the head, a refusal waits for the end of the trailer section."""
         self._progressed = True
         size = len(name) + len(value)
-        if size > self.max_header_size:
-            raise _Abort(ProtocolError(431, "trailer field too large"))
         self._trailer_count += 1
-        if self._trailer_count > self.max_header_count:
-            raise _Abort(ProtocolError(431, "too many trailer fields"))
         self._trailer_bytes += size
-        if self._trailer_bytes > self.max_head_size:
-            raise _Abort(ProtocolError(431, "trailer section too large"))
-        if name.lower() in _FORBIDDEN_IN_TRAILER:
-            raise _Abort(ProtocolError(400, "field not allowed in a trailer"))
+        if self._refusal is not None:
+            if self._trailer_bytes > _CUT_OFF * self.max_head_size:
+                raise _Abort(self._refusal)
+        elif size > self.max_header_size:
+            self._refusal = ProtocolError(431, "trailer field too large")
+        elif self._trailer_count > self.max_header_count:
+            self._refusal = ProtocolError(431, "too many trailer fields")
+        elif self._trailer_bytes > self.max_head_size:
+            self._refusal = ProtocolError(431, "trailer section too large")
+        elif name.lower() in _FORBIDDEN_IN_TRAILER:
+            self._refusal = ProtocolError(400, "field not allowed in a trailer")
 
     def on_message_complete(self) -> None:
         self._chunked = self._trailers_next = False
