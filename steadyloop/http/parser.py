@@ -267,19 +267,22 @@ class RequestParser:
             self._error(self._method_error())
         except httptools.HttpParserError as exc:
             self._error(_classify(str(exc)))
-        if self.dead or self._progressed:
+        if self.dead or not (self.in_head or self._chunked):
             self._stalled = 0
-        elif self.in_head or self._chunked:
+        else:
             # llhttp keeps an unfinished header (or trailer) line in memory until it ends,
             # and reads a chunk extension for as long as it goes on: a line that never ends
-            # must not hold memory or the connection forever. Counted after parsing, and only
-            # while no line completes, so that a head's end and the body behind it arriving in
-            # one read (or many small heads in a row) are never taken for one huge head. The
-            # bound is therefore the limit plus at most one read -- and, httptools giving no
-            # positions, it counts reads, not lines: a line over the limit that arrives whole
-            # within one read passes this check (the field limits still apply to it). These
+            # must not hold memory or the connection forever. Such a line holds no LF (llhttp
+            # is strict), so when something completed in this read, the unfinished line is
+            # what follows the read's last LF; otherwise the whole read belongs to it.
+            # httptools giving no positions, a line that starts and ends within one read is
+            # not measured here (the field limits still apply to what it holds), so these
             # refusals are the one answer that can depend on how the bytes are split.
-            self._stalled += len(data)
+            if self._progressed:
+                last_lf = data.rfind(b"\n")
+                self._stalled = len(data) - last_lf - 1 if last_lf != -1 else 0
+            else:
+                self._stalled += len(data)
             if self.in_head:
                 if self._stalled > self.max_head_size:
                     self._error(ProtocolError(431, READ_BOUND_PREFIX + "header line too long"))
