@@ -40,6 +40,7 @@ class Timeouts:
     keep_alive: float = 5.0  # idle keep-alive connection is closed after this
     header_read: float = 10.0  # a request head must arrive whole within this (slowloris)
     body_read: float = 60.0  # longest silence while a request body is still due; 0: no limit
+    write: float = 60.0  # longest time a client may take no response bytes; 0: no limit
     graceful_shutdown: float | None = 30.0  # in-flight requests get this long on shutdown
 
 
@@ -60,6 +61,13 @@ class LogOptions:
 class WatchdogOptions:
     block_threshold: float = 0.1  # seconds; 0 turns the watchdog off
     block_dump_after: float = 30.0  # seconds; faulthandler dump of every thread
+
+
+@dataclass(frozen=True)
+class MetricsOptions:
+    enabled: bool = False  # --metrics: Prometheus metrics and the status page
+    address: str = "127.0.0.1"  # operators only: not exposed unless asked for
+    port: int = 9090
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,7 @@ class Config:
     log: LogOptions = field(default_factory=LogOptions)
     watchdog: WatchdogOptions = field(default_factory=WatchdogOptions)
     worker: WorkerOptions = field(default_factory=WorkerOptions)
+    metrics: MetricsOptions = field(default_factory=MetricsOptions)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -151,6 +160,7 @@ def _validate(config: Config) -> None:
     need(t.keep_alive > 0, "--timeout-keep-alive must be positive")
     need(t.header_read > 0, "--timeout-header-read must be positive")
     need(t.body_read >= 0, "--timeout-body-read must not be negative")
+    need(t.write >= 0, "--timeout-write must not be negative")
     need(
         t.graceful_shutdown is None or t.graceful_shutdown >= 0,
         "--timeout-graceful-shutdown must not be negative",
@@ -167,6 +177,17 @@ def _validate(config: Config) -> None:
     wd = config.watchdog
     need(wd.block_threshold >= 0, "--block-threshold must not be negative")
     need(wd.block_dump_after >= 0, "--block-dump-after must not be negative")
+
+    m = config.metrics
+    need(0 <= m.port <= 65535, f"--metrics-port must be 0..65535, not {m.port}")
+    need(
+        not m.enabled
+        or m.port == 0
+        or m.port != config.port
+        or config.uds is not None
+        or config.fd is not None,
+        "--metrics-port must differ from --port",
+    )
 
     w = config.worker
     need(w.workers >= 1, "--workers must be at least 1")

@@ -198,6 +198,13 @@ OPTIONS: tuple[Option, ...] = (
         "longest pause, in seconds, while a request body is still due; 408 after; 0: none (default 60)",
     ),
     Option(
+        "--timeout-write",
+        "timeouts.write",
+        float,
+        "longest time, in seconds, a client may take none of a response; then it is aborted and the "
+        "app hears http.disconnect; 0: none (default 60)",
+    ),
+    Option(
         "--timeout-graceful-shutdown",
         "timeouts.graceful_shutdown",
         _optional_float,
@@ -285,6 +292,21 @@ OPTIONS: tuple[Option, ...] = (
         float,
         "dump every thread's stack when the loop is blocked this long (default 30)",
     ),
+    # Metrics
+    Option(
+        "--metrics",
+        "metrics.enabled",
+        _bool,
+        "serve Prometheus metrics (/metrics) and a live status page (/) on --metrics-port",
+        kind="flag",
+    ),
+    Option(
+        "--metrics-address",
+        "metrics.address",
+        str,
+        "address of the metrics listener (default 127.0.0.1: operators only)",
+    ),
+    Option("--metrics-port", "metrics.port", int, "port of the metrics listener (default 9090)"),
 )
 
 BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}

@@ -64,6 +64,9 @@ class SteadyloopWorker(Worker):  # type: ignore[misc]  # gunicorn has no type hi
             "limit_request_field_size": cfg.limit_request_field_size or 65536,
             "forwarded_allow_ips": _ips(cfg.forwarded_allow_ips),
         }
+        if cfg.max_requests > 0:  # gunicorn's 0 means "no limit"
+            options["max_requests"] = cfg.max_requests
+            options["max_requests_jitter"] = cfg.max_requests_jitter
         if cfg.threads > 1:
             options["threads"] = cfg.threads
         options.update(self.CONFIG_KWARGS)
@@ -109,24 +112,6 @@ class SteadyloopWorker(Worker):  # type: ignore[misc]  # gunicorn has no type hi
 
         # INT is the server's own (a second one forces); QUIT means the same to gunicorn.
         loop.add_signal_handler(signal.SIGQUIT, server.handle_signal, signal.SIGINT)
-
-        if self.max_requests < sys.maxsize:
-            previous = state.on_request_done
-            limit = self.max_requests
-            fired = False
-
-            def on_request_done() -> None:
-                nonlocal fired
-                if previous is not None:
-                    previous()
-                if state.requests >= limit and not fired:
-                    fired = True
-                    logger.info(
-                        "worker %d: %d requests served, restarting (--max-requests)", os.getpid(), limit
-                    )
-                    server.request_exit()
-
-            state.on_request_done = on_request_done
 
 
 def _ips(value: Any) -> tuple[str, ...]:

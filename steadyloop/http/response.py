@@ -1,9 +1,10 @@
-"""Building response heads: status lines, header validation, the Date value. No I/O.
+"""Building HTTP/1.1 response heads: status lines, header validation, the Date value. No I/O.
 
-`ResponseHead.build` turns an application's status and headers into the bytes
-of a response head and decides the framing (Content-Length, chunked, or read
-until close). Header names and values from the app are checked once per head
-with C-speed scans, never written when they could split the response.
+`build_head` turns an application's status and headers into the bytes of a
+response head and decides the framing (Content-Length, chunked, or read until
+close; the body writers in `writers.py` carry it out). Header names and values
+from the app are checked once per head with C-speed scans, never written when
+they could split the response.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from http import HTTPStatus
 from typing import Final
 
 from steadyloop.http.errors import ResponseError
+from steadyloop.http.writers import FRAMING_CHUNKED, FRAMING_CLOSE, FRAMING_LENGTH, FRAMING_NONE
 
 _STATUS_LINES: dict[int, bytes] = {}
 
@@ -99,13 +101,6 @@ def _name_kind(name: bytes) -> int:
     if len(_NAME_KINDS) < _NAME_CACHE_LIMIT:
         _NAME_KINDS[name] = kind
     return kind
-
-
-# Framing of a response body.
-FRAMING_NONE: Final = 0  # no body at all (HEAD, 204, 304)
-FRAMING_LENGTH: Final = 1  # Content-Length
-FRAMING_CHUNKED: Final = 2  # Transfer-Encoding: chunked
-FRAMING_CLOSE: Final = 3  # body ends when the connection closes (HTTP/1.0 without length)
 
 
 def build_head(

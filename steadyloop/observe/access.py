@@ -22,6 +22,10 @@ Everything that comes from the request (target, method, headers, client,
 request id) is escaped: control characters and bytes above 0x7e become \\xhh,
 and `"` and `\\` are backslashed, so a request can neither inject terminal
 escapes nor break the line's quoting. JSON lines escape through JSON itself.
+
+A response the server cut short (a client that took no bytes for
+--timeout-write) says why at the end of its line, ` (write timeout)`, and in
+a JSON line's "note".
 """
 
 from __future__ import annotations
@@ -47,8 +51,8 @@ NAMED_FORMATS = {"common": COMMON, "combined": COMBINED}
 Headers = list[tuple[bytes, bytes]]
 # The tuple log() queues; the writer thread unpacks it.
 # (time, client, method, target, http_version, status, bytes_sent, duration,
-#  request_id, request_headers, response_headers)
-Fields = tuple[float, str, str, str, str, int, int, float, str, Headers, Headers]
+#  request_id, request_headers, response_headers, note)
+Fields = tuple[float, str, str, str, str, int, int, float, str, Headers, Headers, str]
 
 _ESCAPES = {i: f"\\x{i:02x}" for i in [*range(0x20), *range(0x7F, 0x100)]}
 _ESCAPES[ord('"')] = '\\"'
@@ -90,6 +94,7 @@ class AccessLog:
         request_id: str,
         request_headers: Headers,
         response_headers: Headers,
+        note: str = "",
     ) -> None:
         """Queue one access line. On the event loop: capture and append, nothing more.
 
@@ -109,6 +114,7 @@ class AccessLog:
             request_id,
             request_headers,
             response_headers,
+            note,
         )
         put = self._put
         if put is None or not put(self, fields, logging.INFO, "INFO", 512):
@@ -158,7 +164,8 @@ def compile_format(fmt: str) -> Callable[[Fields], str]:
             pos = match.end()
 
     def line(fields: Fields) -> str:
-        return "".join([part(fields) for part in parts])
+        text = "".join([part(fields) for part in parts])
+        return f"{text} ({fields[11]})" if fields[11] else text
 
     return line
 
@@ -272,5 +279,7 @@ def _json_line(f: Fields) -> str:
         "user_agent": header(f[9], b"user-agent"),
         "referer": header(f[9], b"referer"),
     }
+    if f[11]:
+        entry["note"] = f[11]
     # ensure_ascii: every control character and non-ASCII byte is written as \\uXXXX.
     return json.dumps(entry, ensure_ascii=True)

@@ -1,7 +1,7 @@
 """A worker's heartbeat in shared memory, so the supervisor can read it without asking.
 
-The supervisor creates one `Heartbeat` per worker slot *before* it forks; the
-anonymous shared mapping is inherited by the child. In the worker, the event
+The supervisor creates a new `Heartbeat` for each worker it forks, just before
+the fork; the anonymous shared mapping is inherited by the child. In the worker, the event
 loop's own timer callback (see `watchdog.Watchdog`) writes `time.monotonic()`
 into the slot a few times a second. The parent reads the slot with `age()`:
 no pipe, no signal, no syscall, nothing the stuck child has to answer.
@@ -11,9 +11,8 @@ at the start of a page, written with a single store (ctypes `c_double`), so a
 reader sees either the old or the new value. `CLOCK_MONOTONIC` is system-wide,
 so the parent's `time.monotonic()` is comparable with the child's stamps.
 
-A value of 0.0 means "not stamped yet": a booting worker, or a slot that the
-supervisor `reset()` before forking a replacement. The supervisor should give a
-booting worker its boot time-out, not the heartbeat time-out.
+A value of 0.0 means "not stamped yet": a booting worker. The supervisor gives
+a booting worker its boot time-out, not the heartbeat time-out.
 """
 
 from __future__ import annotations
@@ -50,10 +49,6 @@ class Heartbeat:
         if last == 0.0:
             return None
         return (time.monotonic() if now is None else now) - last
-
-    def reset(self) -> None:
-        """Mark the slot "not stamped yet" (the supervisor, before forking a replacement)."""
-        self.stamp(0.0)
 
     def close(self) -> None:
         """Release the mapping in this process (the other side keeps its own). Idempotent."""

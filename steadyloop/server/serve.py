@@ -15,11 +15,13 @@ import asyncio
 import gc
 import logging
 import os
+import random
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from steadyloop.asgi.lifespan import Lifespan, LifespanFailed
 from steadyloop.asgi.types import ASGIApp
@@ -29,13 +31,17 @@ from steadyloop.observe.access import AccessLog
 from steadyloop.observe.heartbeat import Heartbeat
 from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.observe.logsetup import LogPipeline, setup_logging
+from steadyloop.observe.metrics import process as process_stats
+from steadyloop.observe.metrics.publisher import Publisher
+from steadyloop.observe.metrics.shm import StatsSlot
 from steadyloop.observe.threadpool import install_thread_pools
 from steadyloop.observe.watchdog import Watchdog
-from steadyloop.server.connection import HttpConnection
+from steadyloop.protocols.http1.connection import Http1Connection
+from steadyloop.protocols.shared import ServerState
 from steadyloop.server.fdlimit import DescriptorWatch
 from steadyloop.server.loops import new_event_loop
 from steadyloop.server.sockets import bind_sockets, describe
-from steadyloop.server.state import ServerState
+from steadyloop.server.stats_sources import attach as attach_stats
 from steadyloop.wsgi.bridge import WSGIBridge
 
 logger = logging.getLogger("steadyloop.error")
@@ -43,6 +49,8 @@ logger = logging.getLogger("steadyloop.error")
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between timeout sweeps and Date refreshes
 LAST_CALL = 0.5  # seconds an idle keep-alive connection may still bring a request at shutdown
 
+# CPython's default collection thresholds (gc.get_threshold() in a fresh interpreter).
+INTERPRETER_GC_THRESHOLDS = (700, 10, 10)
 EXECUTOR_GRACE = 5.0  # seconds the sync pool gets to finish its jobs once the loop is done
 EXIT_OK = 0
 EXIT_STARTUP_FAILED = 3
@@ -81,13 +89,23 @@ class Server:
         self.state: ServerState | None = None
         self.access_log: AccessLog | None = None
         self.log_pipeline: LogPipeline | None = None
-        self.on_request_done: Callable[[], None] | None = None
+        # --max-requests (plus this process's share of the jitter): stop after that many.
+        worker = config.worker
+        self.max_requests: int | None = None
+        if worker.max_requests is not None:
+            self.max_requests = worker.max_requests + random.randint(0, worker.max_requests_jitter)
+        # Called once when max_requests is reached, before the graceful stop begins.
+        self.on_max_requests: Callable[[], None] | None = None
         self.on_started: Callable[[Server], None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         # Set by a supervisor before serving: the shared slot it reads to tell a stuck loop.
         self.heartbeat: Heartbeat | None = None
         self.watchdog: Watchdog | None = None
         self.descriptors = DescriptorWatch()  # running out of fds: said and counted
+        # This process's numbers (steadyloop.observe.current_stats()); with --metrics, requests
+        # are counted too and published to the supervisor's slot (or served by our own listener).
+        self.stats = process_stats.ProcessStats()
+        self.stats_slot: StatsSlot | None = None
 
     # -- the whole life ------------------------------------------------------------------------
 
@@ -99,15 +117,21 @@ class Server:
         # The watchdog covers the whole life, lifespan startup and shutdown included.
         self.watchdog = Watchdog(self.loop, self.config.watchdog, heartbeat=self.heartbeat)
         self.watchdog.start()
+        publisher = Publisher(self.stats, self.stats_slot) if self.config.metrics.enabled else None
         try:
             if not await self.startup(sockets):
                 return
+            if publisher is not None:
+                publisher.start()
             try:
                 await self._should_exit.wait()
             finally:
                 await self.shutdown()
         finally:
             self.watchdog.stop()
+            if publisher is not None:
+                publisher.stop()  # after the watchdog's last report: the final numbers
+            process_stats.uninstall(self.stats)
 
     async def startup(self, sockets: list[socket.socket] | None) -> bool:
         config = self.config
@@ -116,8 +140,14 @@ class Server:
         # `def` endpoints), both instrumented; the WSGI bridge sizes its own pool the same.
         install_thread_pools(loop, config.threads, config.watchdog.block_threshold)
         state = ServerState(config=config, app=self.app, loop=loop, access_log=self.access_log)
-        state.on_request_done = self.on_request_done
+        if self.max_requests is not None:
+            state.max_requests = self.max_requests
+            state.on_max_requests = self._max_requests_reached
         self.state = state
+        attach_stats(
+            self.stats, state, self.watchdog, self.log_pipeline, count_requests=config.metrics.enabled
+        )
+        process_stats.install(self.stats)
 
         self.lifespan = Lifespan(self.app, config.lifespan, state.lifespan_state)
         try:
@@ -134,8 +164,9 @@ class Server:
             sockets = bind_sockets(config)
         self.descriptors.install(loop)
         for sock in sockets:
+            # Where the server picks the protocol for a new connection.
             server = await loop.create_server(
-                lambda: HttpConnection(state), sock=sock, backlog=config.backlog
+                lambda: Http1Connection(state), sock=sock, backlog=config.backlog
             )
             self._servers.append(server)
             self.addresses.append(describe(sock))
@@ -147,6 +178,7 @@ class Server:
         # collection: with FastAPI loaded those took ~35 ms, each one a stall of the loop.
         gc.collect()
         gc.freeze()
+        _raise_young_gc_threshold()
         self.started.set()
         if self.on_started is not None:
             self.on_started(self)
@@ -203,7 +235,7 @@ class Server:
             await asyncio.sleep(0)
         idle = False
         for conn in list(state.connections):
-            if conn.cycle is None and not self._force_exit:
+            if conn.is_idle() and not self._force_exit:
                 idle = True
             else:
                 conn.shutdown()
@@ -212,7 +244,7 @@ class Server:
 
         def last_call_over() -> None:
             for conn in list(state.connections):
-                if conn.cycle is None:
+                if conn.is_idle():
                     conn.shutdown()
 
         loop.call_later(min(LAST_CALL, self.config.timeouts.keep_alive), last_call_over)
@@ -221,7 +253,7 @@ class Server:
         state = self.state
         assert state is not None
         for conn in list(state.connections):
-            conn.transport.abort()
+            conn.abort()
         for task in list(INFLIGHT):
             if isinstance(task, asyncio.Task) and task.get_loop() is self.loop and not task.done():
                 task.cancel()
@@ -238,6 +270,16 @@ class Server:
             conn.check_timeouts(now)
 
     # -- stopping --------------------------------------------------------------------------
+
+    def _max_requests_reached(self) -> None:
+        logger.info(
+            "process %d served %d requests (--max-requests): stopping gracefully",
+            os.getpid(),
+            self.max_requests,
+        )
+        if self.on_max_requests is not None:
+            self.on_max_requests()
+        self.request_exit()
 
     def request_exit(self) -> None:
         """Begin a graceful shutdown; safe to call from any thread."""
@@ -286,12 +328,16 @@ def serve_process(
     *,
     on_started: Callable[[Server], None] | None = None,
     heartbeat: Heartbeat | None = None,
+    stats_slot: StatsSlot | None = None,
 ) -> int:
     """Run one serving process to the end and return its exit code.
 
     `heartbeat`: a supervisor's shared slot, stamped by the loop (via the watchdog).
+    `stats_slot`: a supervisor's shared slot for this worker's metrics (--metrics); without
+    one, --metrics starts this process's own listener, on a thread of its own.
     """
     pipeline = setup_logging(config.log)
+    listener: Any = None
     try:
         try:
             app = resolve_app(config)
@@ -302,7 +348,10 @@ def serve_process(
         server = Server(config, app)
         server.log_pipeline = pipeline
         server.heartbeat = heartbeat
+        server.stats_slot = stats_slot
         server.access_log = _make_access_log(config, pipeline)
+        if config.metrics.enabled and stats_slot is None:
+            listener = _start_metrics_listener(config, server)
         loop = new_event_loop(config.loop)
         asyncio.set_event_loop(loop)
         try:
@@ -311,6 +360,8 @@ def serve_process(
             _close_loop(loop)
         return server.exit_code
     finally:
+        if listener is not None:
+            listener.stop()
         pipeline.shutdown(config.log.drain_timeout)
 
 
@@ -320,6 +371,18 @@ async def _serve_with_signals(
     server.install_signal_handlers()
     server.on_started = on_started
     await server.serve(sockets)
+
+
+def _raise_young_gc_threshold() -> None:
+    """A young-generation collection walks every in-flight request's objects, so at the
+    interpreter's default threshold (a collection every 700 net allocations) its cost per
+    request grew with the number of open connections: 87k instructions per request at 8
+    connections, 90k at 64, 100k at 256 (bench/instructions.py --connections). Ten times
+    the threshold makes it flat (87k, 87k, 88k) and keeps cyclic garbage only slightly
+    longer. An app that set its own thresholds keeps them."""
+    if gc.get_threshold() == INTERPRETER_GC_THRESHOLDS:
+        young, middle, old = INTERPRETER_GC_THRESHOLDS
+        gc.set_threshold(young * 10, middle, old)
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -339,6 +402,17 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
     finally:
         asyncio.set_event_loop(None)
         loop.close()
+
+
+def _start_metrics_listener(config: Config, server: Server) -> Any:
+    """--metrics in one process: the listener on a thread of its own, never on the loop.
+    (Imported here: prometheus_client is only loaded where metrics are served.)"""
+    from steadyloop.observe.metrics.listener import bind
+    from steadyloop.observe.metrics.standalone import StandaloneListener
+
+    listener = StandaloneListener(bind(config.metrics.address, config.metrics.port), server.stats)
+    listener.start()
+    return listener
 
 
 def _make_access_log(config: Config, pipeline: LogPipeline) -> AccessLog | None:

@@ -6,9 +6,11 @@ descriptor or a deadline:
     signal pipe     TERM/INT stop, HUP reload, TTIN/TTOU resize, CHLD a child exited
     status pipes    one per worker: ready / recycling / boot error (see worker.py)
     watcher pipe    --reload: files changed
+    metrics port    --metrics: scrapes and status polls, answered from the workers'
+                    shared stats slots (see metrics_hub.py); never a worker's loop
     deadlines       SIGKILL due for a worker that does not stop; the earliest moment
                     a worker's heartbeat can be older than --worker-timeout; the end
-                    of a boot-failure back-off
+                    of a boot-failure back-off; a metrics client's request time-out
 
 so it sleeps exactly until the next thing can happen, never in a polling loop.
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import selectors
 import signal
 import socket
@@ -33,6 +34,8 @@ from typing import Protocol
 
 from steadyloop.config import Config
 from steadyloop.observe.heartbeat import Heartbeat
+from steadyloop.observe.metrics.shm import StatsSlot
+from steadyloop.supervisor.metrics_hub import MetricsHub, restart_reason
 from steadyloop.supervisor.process import Phase, Worker, describe_status, fork_worker
 from steadyloop.supervisor.signals import SignalPipe
 from steadyloop.supervisor.worker import DUMP_SIGNAL, FAILED, READY, RECYCLING, WorkerLink, run_worker
@@ -72,7 +75,11 @@ class ChangeSource(Protocol):
 
 class Supervisor:
     def __init__(
-        self, config: Config, sockets: list[socket.socket] | None, watcher: ChangeSource | None = None
+        self,
+        config: Config,
+        sockets: list[socket.socket] | None,
+        watcher: ChangeSource | None = None,
+        metrics_socket: socket.socket | None = None,
     ) -> None:
         self.config = config
         self.sockets = sockets  # None with --reuse-port: each worker binds its own
@@ -97,6 +104,12 @@ class Supervisor:
         self._signals: SignalPipe | None = None
         self._selector: selectors.BaseSelector | None = None
         self._lifeline: tuple[int, int] | None = None
+        # --metrics: the listener runs in this select() loop; workers publish to shared slots.
+        self.metrics: MetricsHub | None = None
+        if metrics_socket is not None:
+            self.metrics = MetricsHub(
+                metrics_socket, lambda: sum(w.phase is Phase.READY for w in self.workers.values())
+            )
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -108,6 +121,8 @@ class Supervisor:
         self._selector.register(self._signals.fileno(), selectors.EVENT_READ, self._on_signals)
         if self.watcher is not None:
             self._selector.register(self.watcher.fileno(), selectors.EVENT_READ, self._on_changes)
+        if self.metrics is not None:
+            self.metrics.listener.register(self._selector)
         try:
             self._reconcile(time.monotonic())
             while self.workers or not self.stopping:
@@ -134,6 +149,8 @@ class Supervisor:
                     deadlines.append(w.heartbeat.last() + timeout)
         if self._short() and self.respawn_at > now:
             deadlines.append(self.respawn_at)
+        if self.metrics is not None and (due := self.metrics.listener.next_deadline()) is not None:
+            deadlines.append(due)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - now)
@@ -155,6 +172,8 @@ class Supervisor:
                     self._dump_and_kill(w, age, now)
         if self._short() and now >= self.respawn_at:
             self._reconcile(now)
+        if self.metrics is not None:
+            self.metrics.listener.on_time(now)
 
     # -- what happens ------------------------------------------------------------------------
 
@@ -177,23 +196,30 @@ class Supervisor:
             if self.stopping:
                 continue
             if sig == signal.SIGHUP:
-                self.generation += 1
                 logger.info(
                     "received SIGHUP: starting %d new workers; the old ones stop once the new are ready",
                     self.target,
                 )
-                self.boot_failures = 0
-                self.respawn_at = 0.0
-                self._reconcile(now)
+                self.reload(now)
             elif sig == getattr(signal, "SIGTTIN", None):
-                self.target += 1
+                self.resize(self.target + 1, now)
                 logger.info("received SIGTTIN: %d workers wanted", self.target)
-                self._reconcile(now)
             elif sig == getattr(signal, "SIGTTOU", None):
-                if self.target > 1:
-                    self.target -= 1
+                self.resize(self.target - 1, now)
                 logger.info("received SIGTTOU: %d workers wanted", self.target)
-                self._reconcile(now)
+
+    def reload(self, now: float) -> None:
+        """A new generation: new workers boot, each ready one retires an old one."""
+        self.generation += 1
+        self.waiting_for_change = False
+        self.boot_failures = 0
+        self.respawn_at = 0.0
+        self._reconcile(now)
+
+    def resize(self, target: int, now: float) -> None:
+        """TTIN/TTOU: at least one worker is always wanted."""
+        self.target = max(1, target)
+        self._reconcile(now)
 
     def _on_changes(self) -> None:
         assert self.watcher is not None
@@ -202,11 +228,7 @@ class Supervisor:
             return
         shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         logger.info("detected changes in %s: reloading", shown)
-        self.generation += 1
-        self.waiting_for_change = False
-        self.boot_failures = 0
-        self.respawn_at = 0.0
-        self._reconcile(time.monotonic())
+        self.reload(time.monotonic())
 
     def _on_status(self, w: Worker) -> None:
         try:
@@ -250,6 +272,8 @@ class Supervisor:
             self._close_status(w)
             w.heartbeat.close()
             del self.workers[w.pid]
+            if self.metrics is not None:
+                self.metrics.worker_exited(w.pid, restart_reason(w, self.generation, self.stopping))
             self._on_exit(w, status)
         watcher = self.watcher
         if watcher is not None and watcher.pid:
@@ -360,15 +384,12 @@ class Supervisor:
 
     def _spawn(self) -> Worker:
         assert self._selector is not None and self._signals is not None and self._lifeline is not None
-        wk = self.config.worker
-        max_requests = None
-        if wk.max_requests is not None:
-            max_requests = wk.max_requests + random.randint(0, wk.max_requests_jitter)
         lifeline_read = self._lifeline[0]
         inherited = self._private_fds()
+        stats_slot = StatsSlot() if self.metrics is not None else None
 
         def child_main(status_fd: int, heartbeat: Heartbeat) -> int:
-            link = WorkerLink(status_fd, lifeline_read, heartbeat, max_requests)
+            link = WorkerLink(status_fd, lifeline_read, heartbeat, stats_slot)
             return run_worker(self.config, self.sockets, link)
 
         def reset_signals() -> None:
@@ -378,6 +399,8 @@ class Supervisor:
 
         w = fork_worker(self.generation, child_main, inherited, reset_signals)
         self.workers[w.pid] = w
+        if self.metrics is not None and stats_slot is not None:
+            self.metrics.attach(w.pid, stats_slot)
         self._selector.register(w.status_fd, selectors.EVENT_READ, lambda: self._on_status(w))
         logger.info("booting worker %d", w.pid)
         return w
@@ -413,6 +436,8 @@ class Supervisor:
         fds.extend(w.status_fd for w in self.workers.values() if w.status_fd >= 0)
         if self.watcher is not None:
             fds.append(self.watcher.fileno())
+        if self.metrics is not None:
+            fds.extend(self.metrics.listener.fds())
         return fds
 
     def _close_status(self, w: Worker) -> None:
@@ -446,6 +471,8 @@ class Supervisor:
                 except (ProcessLookupError, ChildProcessError):
                     pass
             self.watcher.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if self._selector is not None:
             self._selector.close()
         if self._signals is not None:

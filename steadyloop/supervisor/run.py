@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from steadyloop.config import Config, ConfigError
+from steadyloop.observe.metrics.listener import bind
 from steadyloop.server.sockets import bind_sockets, describe
 from steadyloop.supervisor.arbiter import ChangeSource, Supervisor
 
@@ -20,6 +21,7 @@ def supervise(config: Config) -> int:
     pipeline = _setup_logging(config)
     sockets = None
     watcher: ChangeSource | None = None
+    metrics_socket = None
     try:
         # Imported now so every forked worker has them already (faster boots);
         # importing starts no thread.
@@ -39,10 +41,15 @@ def supervise(config: Config) -> int:
         logger.info(
             "supervisor %d: %d worker%s on %s", os.getpid(), w.workers, "s" if w.workers > 1 else "", where
         )
-        return Supervisor(config, sockets, watcher).run()
+        if config.metrics.enabled:
+            # Served by this process's select() loop, for every worker (see metrics_hub).
+            metrics_socket = bind(config.metrics.address, config.metrics.port)
+        return Supervisor(config, sockets, watcher, metrics_socket).run()
     finally:
         for sock in sockets or ():
             sock.close()
+        if metrics_socket is not None:
+            metrics_socket.close()
         if pipeline is not None:
             pipeline.shutdown(config.log.drain_timeout)
 

@@ -21,11 +21,11 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from steadyloop.config import Config, ConfigError
 from steadyloop.observe.heartbeat import Heartbeat
+from steadyloop.observe.metrics.shm import StatsSlot
 from steadyloop.server.serve import Server, serve_process
 from steadyloop.server.sockets import bind_sockets
 
@@ -48,7 +48,7 @@ class WorkerLink:
     status_fd: int  # write end of the status pipe
     lifeline_fd: int  # read end of the lifeline pipe: EOF when the supervisor is gone
     heartbeat: Heartbeat
-    max_requests: int | None  # jitter already added by the supervisor
+    stats_slot: StatsSlot | None = None  # --metrics: where this worker publishes its numbers
 
     def send(self, kind: bytes, text: str = "") -> None:
         line = kind + (b" " + text.encode("utf-8", "replace") if text else b"") + b"\n"
@@ -88,15 +88,16 @@ def run_worker(config: Config, sockets: list[socket.socket] | None, link: Worker
         nonlocal ready
         ready = True
         first_error.armed = False
-        if link.max_requests is not None:
-            _recycle_after(server, link, link.max_requests)
+        server.on_max_requests = lambda: link.send(RECYCLING)
         _watch_lifeline(server, link.lifeline_fd)
         link.send(READY)
 
     try:
         if sockets is None:  # --reuse-port: each worker binds its own socket
             sockets = bind_sockets(config, reuse_port=True)
-        code = serve_process(config, sockets, on_started=on_started, heartbeat=link.heartbeat)
+        code = serve_process(
+            config, sockets, on_started=on_started, heartbeat=link.heartbeat, stats_slot=link.stats_slot
+        )
     except ConfigError as exc:
         first_error.message = str(exc)
         code = 1
@@ -106,25 +107,6 @@ def run_worker(config: Config, sockets: list[socket.socket] | None, link: Worker
         link.send(FAILED, first_error.message or f"worker exited with code {code} before it was ready")
         return code or 1
     return code
-
-
-def _recycle_after(server: Server, link: WorkerLink, limit: int) -> None:
-    state = server.state
-    assert state is not None
-    previous: Callable[[], None] | None = state.on_request_done
-    fired = False
-
-    def on_request_done() -> None:
-        nonlocal fired
-        if previous is not None:
-            previous()
-        if not fired and state.requests >= limit:
-            fired = True
-            logger.info("worker %d served %d requests (--max-requests): recycling", os.getpid(), limit)
-            link.send(RECYCLING)
-            server.request_exit()
-
-    state.on_request_done = on_request_done
 
 
 def _watch_lifeline(server: Server, fd: int) -> None:

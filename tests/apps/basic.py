@@ -136,3 +136,16 @@ async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
     query = parse_qs(scope["query_string"].decode())
     await asyncio.sleep(int(query.get("ms", ["300"])[0]) / 1000)
     await respond(send, 200, b"done " + scope["path"].encode())
+
+
+async def stream_forever(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Streams 64 KiB chunks until the client goes away; then says what it heard."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    try:
+        while True:
+            await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+    except OSError:
+        message = await receive()
+        print(f"stream_forever: send raised; receive gave {message['type']}", flush=True)

@@ -77,7 +77,7 @@ def test_max_requests_recycles_the_worker_without_failures() -> None:
         log.wait_for(r"steadyloop serving on", 15)
         mark = log.mark()
         with load(url, threads=3) as traffic:
-            log.wait_for(r"200 requests served, restarting", 30, mark)
+            log.wait_for(r"served 200 requests \(--max-requests\)", 30, mark)
             second = int(log.wait_for(BOOTED, 30, mark).group(1))
             traffic.wait_pid(second, timeout=30)
         assert second != first

@@ -8,16 +8,8 @@ from typing import Any
 import pytest
 
 from steadyloop.http.errors import ResponseError
-from steadyloop.http.response import (
-    FRAMING_CHUNKED,
-    FRAMING_CLOSE,
-    FRAMING_LENGTH,
-    FRAMING_NONE,
-    DateCache,
-    build_head,
-    simple_response,
-    status_line,
-)
+from steadyloop.http.response import DateCache, build_head, simple_response, status_line
+from steadyloop.http.writers import FRAMING_CHUNKED, FRAMING_CLOSE, FRAMING_LENGTH, FRAMING_NONE
 
 
 def build(

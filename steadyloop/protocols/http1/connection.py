@@ -1,12 +1,19 @@
 """One HTTP/1.1 connection on the event loop: bytes from the socket to request cycles.
 
+The server sees it through the connection interface (`protocols.base.Connection`:
+is_idle, shutdown, check_timeouts, abort); the cycle it runs (`Http1Cycle`) sees it
+through `Http1Owner`.
+
 Callback order (asyncio's grammar):
 
     connection_made -> data_received* [-> eof_received] -> connection_lost
 
 Requests on a connection are served one at a time, in order. The bytes of a
 pipelined request stay in the parser until the response before it is
-complete, so responses can never overtake each other. Every callback catches
+complete, so responses can never overtake each other. While requests are
+pipelined, whole responses are corked: gathered and written with one
+`transport.write` when the pipeline is drained (or when it stops moving for a
+loop turn), one send instead of one per request. Every callback catches
 everything but SystemExit/KeyboardInterrupt and turns it into one fatal path:
 log, close this connection, keep the worker.
 
@@ -18,15 +25,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
+from steadyloop.asgi.cycle import ClientDisconnected
 from steadyloop.asgi.scope import ASGI_VERSION, EXTENSIONS, SPEC_VERSION, decode_path, split_target
 from steadyloop.http.errors import ProtocolError
 from steadyloop.http.parser import END_OF_MESSAGE, NEED_DATA, RequestHead, RequestParser
 from steadyloop.http.response import simple_response
 from steadyloop.observe.inflight import INFLIGHT
-from steadyloop.server.state import ServerState
+from steadyloop.protocols.http1.cycle import Http1Cycle
+from steadyloop.protocols.shared import ServerState
 
 logger = logging.getLogger("steadyloop.error")
 
@@ -43,11 +52,13 @@ CLOSE_GRACE = 10.0
 PIPELINE_HIGH_WATER = 64 * 1024
 
 
-class HttpConnection(asyncio.Protocol):
+class Http1Connection(asyncio.Protocol):
     __slots__ = (
+        "answered",
         "client",
         "closing",
         "closing_since",
+        "corked",
         "cycle",
         "data_since",
         "done",
@@ -63,7 +74,10 @@ class HttpConnection(asyncio.Protocol):
         "server",
         "state",
         "transport",
+        "write",
+        "write_buffered",
         "write_paused",
+        "write_stall_since",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -77,13 +91,15 @@ class HttpConnection(asyncio.Protocol):
             limits.max_header_size,
             limits.max_head_size,
         )
-        self.cycle: RequestCycle | None = None
+        self.cycle: Http1Cycle | None = None
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.scheme = "http"
         self.proxy_trusted = False
         self.write_paused = False
+        self.write_buffered = 0  # the transport's unsent bytes at the last sweep
+        self.write_stall_since = 0.0  # when the client last took response bytes (sweep clock)
         self.read_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
@@ -92,11 +108,17 @@ class HttpConnection(asyncio.Protocol):
         self.idle_since = state.now
         self.data_since = state.now  # when bytes last arrived (housekeeping clock)
         self.head_since: float | None = None
+        # Whole responses go out through `write`: the transport's own write, or while corked
+        # the cork's list.append (no test per response for which one it is).
+        self.write: Callable[[bytes], object] = _not_connected
+        self.corked: list[bytes] | None = None
+        self.answered = 0  # responses completed on this connection (the cork's progress)
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
+        self.write = transport.write  # type: ignore[attr-defined]
         state = self.state
         state.connections.add(self)
         peer = transport.get_extra_info("peername")
@@ -142,6 +164,7 @@ class HttpConnection(asyncio.Protocol):
         state = self.state
         state.connections.discard(self)
         self.closing = True
+        self.corked = None
         cycle = self.cycle
         if cycle is not None:
             self.cycle = None
@@ -154,6 +177,7 @@ class HttpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.write_stall_since = self.state.now  # the client took bytes: progress
         self._wake_drain()
 
     def _wake_drain(self) -> None:
@@ -172,9 +196,14 @@ class HttpConnection(asyncio.Protocol):
             while True:
                 cycle = self.cycle
                 if cycle is not None and cycle.body_complete:
-                    # A pipelined request waits in the parser for this response to finish.
-                    if parser.buffered > PIPELINE_HIGH_WATER:
-                        self.pause_reading()
+                    buffered = parser.buffered
+                    if buffered:
+                        # A pipelined request waits in the parser for this response to
+                        # finish: gather the responses until the pipeline drains.
+                        if self.corked is None:
+                            self._cork()
+                        if buffered > PIPELINE_HIGH_WATER:
+                            self.pause_reading()
                     return
                 event = parser.next_event()
                 if event is NEED_DATA:
@@ -216,7 +245,7 @@ class HttpConnection(asyncio.Protocol):
         client = self.client
         scheme = self.scheme
         if self.proxy_trusted and head.forwarded:
-            client, scheme = self._forwarded(headers, client, scheme)
+            client, scheme = state.proxies.forwarded(headers, client, scheme)
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": _ASGI,
@@ -233,7 +262,8 @@ class HttpConnection(asyncio.Protocol):
             "state": state.lifespan_state.copy(),
             "extensions": EXTENSIONS,
         }
-        cycle = RequestCycle(self, scope, head, time.perf_counter() if state.access_log else 0.0)
+        timed = state.access_log is not None or state.metrics is not None
+        cycle = Http1Cycle(self, scope, head, time.perf_counter() if timed else 0.0)
         self.cycle = cycle
         if state.shutting_down:  # served in the last call: say the connection ends with it
             cycle.keep_alive = False
@@ -253,31 +283,37 @@ class HttpConnection(asyncio.Protocol):
         INFLIGHT[task] = cycle
         task.add_done_callback(self._task_done)
 
-    def _forwarded(
-        self, headers: list[tuple[bytes, bytes]], client: tuple[str, int] | None, scheme: str
-    ) -> tuple[tuple[str, int] | None, str]:
-        """X-Forwarded-For / -Proto from a trusted proxy."""
-        for name, value in headers:
-            if name == b"x-forwarded-proto":
-                proto = value.decode("latin-1").strip().lower()
-                if proto in ("http", "https"):
-                    scheme = proto
-            elif name == b"x-forwarded-for":
-                # The nearest hop the trusted proxies did not add themselves.
-                hops = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
-                chosen = None
-                for hop in reversed(hops):
-                    chosen = hop
-                    if not self.state.trusts(hop):
-                        break
-                if chosen is not None:
-                    client = (chosen, 0)
-        return client, scheme
-
     # -- called by the request cycle ---------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
+    def write_through(self, data: bytes) -> None:
+        """Write now, after whatever is corked: streamed bodies, 100 Continue, files."""
+        if self.corked is not None:
+            self._uncork()
         self.transport.write(data)
+
+    # -- pipelined responses, gathered -------------------------------------------------------
+
+    def _cork(self) -> None:
+        corked = self.corked = []
+        self.write = corked.append
+        self.loop.call_soon(self._uncork_when_stalled, self.answered)
+
+    def _uncork(self) -> None:
+        corked = self.corked
+        self.corked = None
+        self.write = self.transport.write
+        if corked:
+            self.transport.write(b"".join(corked) if len(corked) > 1 else corked[0])
+
+    def _uncork_when_stalled(self, answered: int) -> None:
+        """Once a loop turn passes without a response completing (an app awaiting something
+        slow), what is gathered goes out: pipelining never delays an answer for long."""
+        if self.corked is None:
+            return
+        if self.answered != answered:
+            self.loop.call_soon(self._uncork_when_stalled, self.answered)
+        else:
+            self._uncork()
 
     async def drain(self) -> None:
         if not self.write_paused or self.transport.is_closing():
@@ -298,18 +334,15 @@ class HttpConnection(asyncio.Protocol):
             if not self.transport.is_closing():
                 self.transport.resume_reading()
 
-    def abort(self) -> None:
-        self.transport.abort()
-
-    def response_complete(self, cycle: RequestCycle) -> None:
+    def response_complete(self, cycle: Http1Cycle) -> None:
+        """The one place a request ends, answered by the app or by the server."""
         state = self.state
-        state.requests += 1
+        state.request_done(cycle.status, cycle.head.http_version, cycle.started_at)
         if state.access_log is not None:
             self._log_access(cycle)
-        if state.on_request_done is not None:
-            state.on_request_done()
         if self.cycle is not cycle:
             return  # the connection is gone already
+        self.answered += 1
         self.cycle = None
         # The exact time, not the housekeeping clock: that may be half a second old, and a
         # short --timeout-keep-alive would then close a connection right after its response.
@@ -331,8 +364,10 @@ class HttpConnection(asyncio.Protocol):
         if self.parser.buffered or self.parser.dead:
             # A dead parser may hold the error for a request pipelined behind this one.
             self._pump()
+        elif self.corked is not None:
+            self._uncork()  # the pipeline is drained
 
-    def _log_access(self, cycle: RequestCycle) -> None:
+    def _log_access(self, cycle: Http1Cycle) -> None:
         assert self.state.access_log is not None
         client = self.client
         self.state.access_log.log(
@@ -346,6 +381,7 @@ class HttpConnection(asyncio.Protocol):
             cycle.request_id,
             cycle.head.headers,
             list(cycle.response_headers),
+            cycle.cut_short,
         )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
@@ -353,7 +389,7 @@ class HttpConnection(asyncio.Protocol):
         state = self.state
         state.tasks -= 1
         cycle = INFLIGHT.pop(task)
-        assert isinstance(cycle, RequestCycle)
+        assert isinstance(cycle, Http1Cycle)
         if not task.cancelled():
             exc = task.exception()
             if exc is not None:
@@ -367,7 +403,7 @@ class HttpConnection(asyncio.Protocol):
 
     # -- errors -----------------------------------------------------------------------------
 
-    def _app_failed(self, cycle: RequestCycle, exc: BaseException | None) -> None:
+    def _app_failed(self, cycle: Http1Cycle, exc: BaseException | None) -> None:
         if isinstance(exc, ClientDisconnected) or cycle.disconnected:
             return  # the client left; nothing to answer and nothing the app did wrong
         if exc is not None:
@@ -381,7 +417,7 @@ class HttpConnection(asyncio.Protocol):
             return  # the answer is out already: log only, leave the connection alone
         self._end_failed_cycle(cycle)
 
-    def _app_returned_early(self, cycle: RequestCycle) -> None:
+    def _app_returned_early(self, cycle: Http1Cycle) -> None:
         if cycle.disconnected:
             return
         if cycle.response_started and cycle.head_written:
@@ -392,7 +428,7 @@ class HttpConnection(asyncio.Protocol):
             logger.error("ASGI app returned without sending a response (%s %s)", cycle.method, cycle.path)
         self._end_failed_cycle(cycle)
 
-    def _end_failed_cycle(self, cycle: RequestCycle) -> None:
+    def _end_failed_cycle(self, cycle: Http1Cycle) -> None:
         if self.transport.is_closing():
             return
         if cycle.head_written:
@@ -400,16 +436,11 @@ class HttpConnection(asyncio.Protocol):
             self.transport.abort()
             return
         cycle.response_started = True
-        cycle.response_complete = True
         cycle.status = 500
-        self.transport.write(simple_response(500, extra=self.state.head_extra_block))
-        if self.cycle is cycle:
-            self.cycle = None
-        state = self.state
-        state.requests += 1
-        if state.access_log is not None:
-            self._log_access(cycle)
-        self.close(linger=not cycle.body_complete)
+        cycle.keep_alive = False
+        self.write_through(simple_response(500, extra=self.state.head_extra_block))
+        cycle.response_complete = True
+        self.response_complete(cycle)
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer a request we will not serve, then close the connection."""
@@ -425,7 +456,7 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.abort()
                 return
         if not self.transport.is_closing():
-            self.transport.write(
+            self.write_through(
                 simple_response(status, (reason + "\n").encode("utf-8"), extra=self.state.head_extra_block)
             )
             self.close(linger=True)  # the rest of a refused request may still be arriving
@@ -437,6 +468,8 @@ class HttpConnection(asyncio.Protocol):
         sends a reset, which can destroy the response before the client reads it."""
         if self.closing and (self.lingering or self.transport.is_closing()):
             return
+        if self.corked is not None:
+            self._uncork()
         self.closing = True
         self.closing_since = self.state.now
         if linger and self.transport.can_write_eof():
@@ -450,7 +483,13 @@ class HttpConnection(asyncio.Protocol):
         self.closing = True
         self.transport.abort()
 
-    # -- housekeeping (called once a second by the server) ----------------------------------
+    # -- the connection interface (steadyloop.protocols.base.Connection) ---------------------
+
+    def is_idle(self) -> bool:
+        return self.cycle is None
+
+    def abort(self) -> None:
+        self.transport.abort()
 
     def check_timeouts(self, now: float) -> None:
         if self.closing_since:  # close() was called
@@ -465,6 +504,9 @@ class HttpConnection(asyncio.Protocol):
         timeouts = self.state.config.timeouts
         cycle = self.cycle
         if cycle is not None:
+            if timeouts.write and self._write_stalled(now, timeouts.write):
+                self._write_timed_out(cycle, timeouts.write)
+                return
             if (
                 not cycle.body_complete
                 and timeouts.body_read
@@ -485,6 +527,32 @@ class HttpConnection(asyncio.Protocol):
         elif now - self.idle_since >= timeouts.keep_alive:
             self.close()
 
+    def _write_stalled(self, now: float, limit: float) -> bool:
+        """Has the client taken none of the response for `limit` seconds? Progress, not total
+        time: a slow download that moves lives, however long it takes."""
+        size = self.transport.get_write_buffer_size()
+        if size == 0 or size < self.write_buffered or not self.write_buffered:
+            self.write_stall_since = now  # nothing owed, bytes taken, or the first sweep to wait
+        self.write_buffered = size
+        return now - self.write_stall_since >= limit
+
+    def _write_timed_out(self, cycle: Http1Cycle, limit: float) -> None:
+        logger.info(
+            "write timeout: %s took no response bytes for %ss; aborting %s %s",
+            _peer(self.client),
+            limit,
+            cycle.method,
+            cycle.path,
+        )
+        cycle.cut_short = "write timeout"
+        if self.state.access_log is not None:
+            self._log_access(cycle)  # the response will never complete: log it now
+        self.cycle = None
+        cycle.on_disconnect()  # the app hears http.disconnect; its send() raises
+        self._wake_drain()
+        self.closing = True
+        self.transport.abort()
+
     def shutdown(self) -> None:
         """Server shutdown: close now if idle, else after the response in progress."""
         if self.cycle is None:
@@ -494,6 +562,10 @@ class HttpConnection(asyncio.Protocol):
             # Say so in the response head, if it is not out yet, so that the client does not
             # send another request down a connection about to close.
             self.cycle.keep_alive = False
+
+
+def _not_connected(data: bytes) -> None:
+    raise RuntimeError("write before connection_made")
 
 
 def _peer(client: tuple[str, int] | None) -> str:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from steadyloop.http.response import DateCache
+from steadyloop.protocols.base import Connection
+from steadyloop.protocols.proxies import TrustedProxies
 
 if TYPE_CHECKING:
     from steadyloop.asgi.types import ASGIApp
     from steadyloop.config import Config
     from steadyloop.observe.access import AccessLog
-    from steadyloop.server.connection import HttpConnection
+    from steadyloop.observe.metrics.requests import RequestCounters
 
 
 @dataclass(eq=False)
@@ -26,9 +29,12 @@ class ServerState:
     loop: asyncio.AbstractEventLoop
     access_log: AccessLog | None = None
     lifespan_state: dict[str, Any] = field(default_factory=dict)
-    connections: set[HttpConnection] = field(default_factory=set)
+    connections: set[Connection] = field(default_factory=set)
     tasks: int = 0  # app tasks running
-    requests: int = 0  # responses completed
+    requests: int = 0  # requests completed, answered by the app or by the server
+    # --max-requests: when `requests` reaches this, `on_max_requests` is called (once).
+    max_requests: int = sys.maxsize
+    on_max_requests: Callable[[], None] | None = None
     shutting_down: bool = False
     # Coarse clock, advanced by the housekeeping timer; connections stamp it rather than
     # calling the clock on every request.
@@ -36,8 +42,7 @@ class ServerState:
     date: DateCache = field(default_factory=DateCache)
     server_header_block: bytes = b""
     idle_waiter: asyncio.Future[None] | None = None
-    # Called when the number of finished requests changes (max-requests recycling).
-    on_request_done: Any = None
+    metrics: RequestCounters | None = None  # --metrics: counted where a request ends
 
     def __post_init__(self) -> None:
         config = self.config
@@ -54,7 +59,7 @@ class ServerState:
         self.refresh_head_extra()
         # No task factory installed on the loop: request tasks can be built directly.
         self.plain_tasks = self.loop.get_task_factory() is None
-        self._trusted = _TrustedProxies(config.forwarded_allow_ips)
+        self.proxies = TrustedProxies(config.forwarded_allow_ips)
 
     def refresh_head_extra(self) -> None:
         """Server-added response headers (Date, Server, --header) as one block, rebuilt by the
@@ -66,7 +71,19 @@ class ServerState:
             self.head_extra_block = self.server_header_block
 
     def trusts(self, host: str | None) -> bool:
-        return self.config.proxy_headers and self._trusted.contains(host)
+        return self.config.proxy_headers and self.proxies.contains(host)
+
+    def request_done(self, status: int, protocol: str, started_at: float) -> None:
+        """A request is complete (the app's answer, or the server's 500): the one place
+        requests are counted, for --max-requests and the metrics. `protocol` is the ASGI
+        http_version ("1.1", "2") or "websocket"; `started_at` is time.perf_counter() when
+        it began (0.0 when nothing times requests)."""
+        self.requests += 1
+        metrics = self.metrics  # metrics hook: the one place a finished request is measured
+        if metrics is not None:
+            metrics.request_done(status, protocol, time.perf_counter() - started_at)
+        if self.requests == self.max_requests and self.on_max_requests is not None:
+            self.on_max_requests()
 
     def check_idle(self) -> None:
         """During shutdown, wake whoever waits for the last connection and task to end."""
@@ -74,38 +91,3 @@ class ServerState:
             waiter = self.idle_waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-
-
-class _TrustedProxies:
-    """--forwarded-allow-ips: addresses, networks, '*' for all, 'unix:' for socket peers."""
-
-    def __init__(self, entries: tuple[str, ...]) -> None:
-        self.all = "*" in entries
-        self.hosts: set[str] = set()
-        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for entry in entries:
-            entry = entry.strip()
-            if not entry or entry == "*":
-                continue
-            try:
-                if "/" in entry:
-                    self.networks.append(ipaddress.ip_network(entry, strict=False))
-                else:
-                    self.hosts.add(str(ipaddress.ip_address(entry)))
-            except ValueError:
-                self.hosts.add(entry)  # a literal such as "unix:"
-
-    def contains(self, host: str | None) -> bool:
-        if self.all:
-            return True
-        if host is None:
-            return "unix:" in self.hosts
-        if host in self.hosts:
-            return True
-        if self.networks:
-            try:
-                address = ipaddress.ip_address(host)
-            except ValueError:
-                return False
-            return any(address in net for net in self.networks)
-        return False

@@ -1,4 +1,6 @@
-"""Regression tests for bugs found in review of the request path, each over a real socket."""
+"""Edges of the request path, over real sockets: apps that fail mid-response, app headers
+that would split a response, 100 Continue, the concurrency limit, lingering closes, and
+bodies that stop arriving."""
 
 from __future__ import annotations
 
@@ -139,7 +141,7 @@ def test_concurrency_limit_refuses_a_request_with_a_body_cleanly() -> None:
         assert get(running.port).status == 200
 
 
-def test_an_app_that_fails_before_it_is_a_coroutine_gets_a_500_and_is_not_counted() -> None:
+def test_an_app_that_fails_before_it_is_a_coroutine_gets_a_500_and_leaves_no_task_behind() -> None:
     async def real(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await respond(send)
 

@@ -1,0 +1,347 @@
+"""Http1Connection through a fake transport: the rules of a connection, without a network."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.protocols.fakes import Harness
+
+GET = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def hello(scope: Any, receive: Any, send: Any) -> None:
+    body = scope["path"].encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    h = Harness(hello)
+    yield h
+    h.close()
+
+
+def make(app: Any, **config: Any) -> Harness:
+    return Harness(app, **config)
+
+
+def test_a_request_in_gives_its_response_out(harness: Harness) -> None:
+    conn, transport = harness.connect()
+    harness.feed(conn, GET % b"a")
+    out = transport.take()
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"content-length: 2\r\n" in out and out.endswith(b"\r\n\r\n/a")
+    assert b"date: " in out and b"server: steadyloop" in out
+    assert conn.is_idle() and not transport.closing
+
+
+def test_pipelined_requests_are_answered_in_order(harness: Harness) -> None:
+    conn, transport = harness.connect()
+    harness.feed(conn, (GET % b"1") + (GET % b"2") + (GET % b"3"))
+    out = transport.take()
+    assert out.count(b"HTTP/1.1 200 OK") == 3
+    assert out.index(b"\r\n\r\n/1") < out.index(b"\r\n\r\n/2") < out.index(b"\r\n\r\n/3")
+
+
+def test_a_request_split_into_single_bytes_is_served(harness: Harness) -> None:
+    conn, transport = harness.connect()
+    for byte in GET % b"slow":
+        conn.data_received(bytes([byte]))
+    harness.settle()
+    assert transport.take().endswith(b"/slow")
+
+
+def test_a_malformed_request_gets_400_then_a_lingering_close(harness: Harness) -> None:
+    conn, transport = harness.connect()
+    harness.feed(conn, b"GET / HTTP/1.1\r\nHost: x\r\nbad header\r\n\r\n")
+    out = transport.take()
+    assert out.startswith(b"HTTP/1.1 400 ")
+    assert b"connection: close\r\n" in out
+    # Half-closed, still reading so that the answer is not destroyed by a reset.
+    assert transport.eof_written and not transport.closing
+
+
+def test_the_peer_leaving_tells_a_waiting_app_http_disconnect() -> None:
+    heard: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                heard.append("disconnect")
+                return
+
+    h = make(app)
+    try:
+        conn, _ = h.connect()
+        h.feed(conn, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+        assert not conn.is_idle()
+        conn.connection_lost(None)
+        h.settle()
+        assert heard == ["disconnect"]
+        assert h.state.connections == set()
+    finally:
+        h.close()
+
+
+def test_an_unread_body_pauses_reading_until_the_app_takes_it() -> None:
+    gate = asyncio.Event()
+    received: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await gate.wait()
+        more = True
+        while more:
+            message = await receive()
+            received.append(len(message["body"]))
+            more = message["more_body"]
+        await send({"type": "http.response.start", "status": 204})
+        await send({"type": "http.response.body"})
+
+    h = make(app)
+    try:
+        conn, transport = h.connect()
+        size = 600 * 1024
+        h.feed(conn, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        for _ in range(size // 65536 + 1):
+            if not transport.reading:
+                break
+            conn.data_received(b"x" * min(65536, size - 0))
+        assert not transport.reading  # paused: the app has not read
+        gate.set()
+        h.settle()
+        assert transport.reading  # the app took what was buffered
+    finally:
+        h.close()
+
+
+def test_send_waits_while_the_client_does_not_drain() -> None:
+    steps: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"a" * 10, "more_body": True})
+        steps.append("first chunk sent")
+        await send({"type": "http.response.body", "body": b"b", "more_body": False})
+        steps.append("done")
+
+    h = make(app)
+    try:
+        conn, transport = h.connect()
+        conn.pause_writing()  # the kernel buffer is full
+        h.feed(conn, GET % b"")
+        assert steps == []  # waiting in the first send
+        out = transport.take()
+        assert b"transfer-encoding: chunked" in out and out.endswith(b"a\r\naaaaaaaaaa\r\n")
+        conn.resume_writing()
+        h.settle()
+        assert steps == ["first chunk sent", "done"]
+        assert transport.take() == b"1\r\nb\r\n0\r\n\r\n"
+    finally:
+        h.close()
+
+
+def test_an_idle_keep_alive_connection_closes_after_its_timeout(harness: Harness) -> None:
+    conn, transport = harness.connect()
+    harness.feed(conn, GET % b"")
+    transport.take()
+    conn.check_timeouts(harness.state.now + 1.0)
+    assert not transport.closing
+    conn.check_timeouts(conn.idle_since + harness.state.config.timeouts.keep_alive + 0.01)
+    assert transport.closing and not transport.aborted
+
+
+def test_a_head_that_never_completes_gets_408(harness: Harness) -> None:
+    conn, transport = harness.connect()
+    harness.feed(conn, b"GET / HTTP/1.1\r\nHost: x\r\n")
+    conn.check_timeouts(harness.state.now + harness.state.config.timeouts.header_read + 0.01)
+    assert transport.take().startswith(b"HTTP/1.1 408 ")
+
+
+def test_shutdown_closes_an_idle_connection_at_once(harness: Harness) -> None:
+    conn, transport = harness.connect()
+    conn.shutdown()
+    assert transport.closing
+
+
+def test_shutdown_lets_the_response_in_progress_finish_and_says_close() -> None:
+    gate = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await gate.wait()
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    h = make(app)
+    try:
+        conn, transport = h.connect()
+        h.feed(conn, GET % b"")
+        conn.shutdown()
+        assert not transport.closing
+        gate.set()
+        h.settle()
+        out = transport.take()
+        assert b"connection: close\r\n" in out and out.endswith(b"ok")
+        assert transport.closing
+    finally:
+        h.close()
+
+
+def test_a_500_answered_by_the_server_counts_towards_max_requests() -> None:
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise ValueError("app bug")
+
+    h = make(broken)
+    reached: list[int] = []
+    h.state.max_requests = 2
+    h.state.on_max_requests = lambda: reached.append(h.state.requests)
+    try:
+        for _ in range(2):
+            conn, transport = h.connect()
+            h.feed(conn, GET % b"")
+            assert transport.take().startswith(b"HTTP/1.1 500 ")
+        assert h.state.requests == 2
+        assert reached == [2]
+    finally:
+        h.close()
+
+
+def test_an_app_that_returns_without_a_response_gets_500(harness: Harness) -> None:
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    h = make(silent)
+    try:
+        conn, transport = h.connect()
+        h.feed(conn, GET % b"")
+        assert transport.take().startswith(b"HTTP/1.1 500 ")
+        assert h.state.requests == 1
+    finally:
+        h.close()
+
+
+def test_a_trusted_proxy_names_the_client_in_the_scope() -> None:
+    scopes: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scopes.append(scope)
+        await hello(scope, receive, send)
+
+    h = make(app, forwarded_allow_ips=("10.0.0.7",))
+    try:
+        conn, _ = h.connect(peer=("10.0.0.7", 4000))
+        h.feed(
+            conn,
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n",
+        )
+        assert scopes[0]["client"] == ("203.0.113.9", 0) and scopes[0]["scheme"] == "https"
+    finally:
+        h.close()
+
+
+def _streaming_app(events: list[str]) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200})
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": b"x" * 1024, "more_body": True})
+        except OSError:
+            events.append("send raised")
+        message = await receive()
+        events.append(message["type"])
+
+    return app
+
+
+def test_a_client_that_takes_no_bytes_is_cut_after_the_write_timeout() -> None:
+    events: list[str] = []
+    h = make(_streaming_app(events), timeout_write=3.0)
+    try:
+        conn, transport = h.connect()
+        conn.pause_writing()  # the kernel and the transport are full
+        h.feed(conn, GET % b"")
+        h.settle()
+        transport.buffered = 70_000  # and stay full: the client reads nothing
+        start = h.state.now
+        conn.check_timeouts(start)
+        conn.check_timeouts(start + 2.9)
+        assert not transport.aborted
+        conn.check_timeouts(start + 3.0)
+        assert transport.aborted
+        h.settle()
+        assert events == ["send raised", "http.disconnect"]
+    finally:
+        h.close()
+
+
+def test_a_slow_download_that_moves_is_never_cut() -> None:
+    events: list[str] = []
+    h = make(_streaming_app(events), timeout_write=3.0)
+    try:
+        conn, transport = h.connect()
+        conn.pause_writing()  # the kernel and the transport are full
+        h.feed(conn, GET % b"")
+        transport.buffered = 70_000
+        now = h.state.now
+        for _ in range(20):  # a minute of sweeps; the client takes a few bytes each time
+            now += 2.5
+            transport.buffered -= 100
+            conn.check_timeouts(now)
+        assert not transport.aborted and events == []
+    finally:
+        h.close()
+
+
+def test_pipelined_responses_go_out_in_one_write(harness: Harness) -> None:
+    conn, transport = harness.connect()
+    harness.feed(conn, b"".join(GET % str(i).encode() for i in range(16)))
+    out = transport.take()
+    assert out.count(b"HTTP/1.1 200 OK") == 16
+    assert transport.writes == 1
+
+
+def test_a_slow_request_in_a_pipeline_does_not_hold_back_the_answers_before_it() -> None:
+    gate = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await gate.wait()
+        await hello(scope, receive, send)
+
+    h = make(app)
+    try:
+        conn, transport = h.connect()
+        h.feed(conn, (GET % b"1") + (GET % b"2") + (GET % b"slow") + (GET % b"4"))
+        out = transport.take()
+        assert out.count(b"HTTP/1.1 200 OK") == 2 and out.endswith(b"/2")  # not waiting for /slow
+        gate.set()
+        h.settle()
+        out = transport.take()
+        assert out.count(b"HTTP/1.1 200 OK") == 2 and out.endswith(b"/4")
+    finally:
+        h.close()
+
+
+def test_a_streamed_response_in_a_pipeline_keeps_its_order() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/stream":
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"part", "more_body": True})
+            await send({"type": "http.response.body", "body": b"end"})
+        else:
+            await hello(scope, receive, send)
+
+    h = make(app)
+    try:
+        conn, transport = h.connect()
+        h.feed(conn, (GET % b"1") + (GET % b"stream") + (GET % b"3"))
+        out = transport.take()
+        first, stream, third = out.index(b"\r\n\r\n/1"), out.index(b"4\r\npart\r\n"), out.index(b"/3")
+        assert first < stream < out.index(b"3\r\nend\r\n0\r\n\r\n") < third
+    finally:
+        h.close()
