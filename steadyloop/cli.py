@@ -27,6 +27,7 @@ from steadyloop.options import (
     seconds,
     whole_number,
 )
+from steadyloop.stdfds import ensure_standard_fds
 
 EXIT_USAGE = 2
 
@@ -169,6 +170,7 @@ def _typed(parse: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    ensure_standard_fds()  # before anything opens a descriptor that could take fd 0-2
     code = run_cli(argv)
     if _stuck_threads():
         # A sync job that never returns would keep the interpreter from exiting (thread pools

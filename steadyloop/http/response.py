@@ -36,15 +36,20 @@ def status_line(status: int) -> bytes:
     return line
 
 
-def simple_response(status: int, body: bytes = b"", *, close: bool = True) -> bytes:
-    """A complete plain-text response, for errors the server answers itself."""
+def simple_response(status: int, body: bytes = b"", *, close: bool = True, extra: bytes = b"") -> bytes:
+    """A complete plain-text response, for errors the server answers itself.
+
+    `extra` is the server's own header block (Date, Server, --header values), as for any
+    other response: "An origin server with a clock MUST generate a Date header field in all
+    2xx (Successful), 3xx (Redirection), and 4xx (Client Error) responses" -- RFC 9110 §6.6.1.
+    """
     if not body:
         body = HTTPStatus(status).phrase.encode("ascii") + b"\n"
     head = status_line(status) + b"content-type: text/plain; charset=utf-8\r\n"
     head += b"content-length: " + str(len(body)).encode("ascii") + b"\r\n"
     if close:
         head += b"connection: close\r\n"
-    return head + b"\r\n" + body
+    return head + extra + b"\r\n" + body
 
 
 # -- the Date header, cached per second --------------------------------------------------
