@@ -42,6 +42,7 @@ from typing import Final
 import httptools
 
 from steadyloop.http.errors import ProtocolError
+from steadyloop.http.grammar import TCHAR_BYTES
 
 
 class _Sentinel:
@@ -113,7 +114,6 @@ _HEAD_WEIGHT: Final = 512
 _CUT_OFF: Final = 4
 # The reason of a refusal by the incomplete-line bound (see `feed`), which counts reads.
 READ_BOUND_PREFIX: Final = "unfinished line: "
-_TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class RequestHead:
@@ -312,7 +312,7 @@ class RequestParser:
             if found is not None:
                 start, at = found
                 byte = window[at]
-                if byte in _TOKEN_CHARS or (byte == 0x20 and at > start):
+                if byte in TCHAR_BYTES or (byte == 0x20 and at > start):
                     return ProtocolError(501, "method not implemented")
         return ProtocolError(400, "invalid method")
 
