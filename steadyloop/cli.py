@@ -42,8 +42,6 @@ FOREIGN_FLAGS = {
     "--keep-alive": "--timeout-keep-alive SECONDS",
     "--keepalive": "--timeout-keep-alive SECONDS",
     "--graceful-timeout": "--timeout-graceful-shutdown SECONDS",
-    "--limit-max-requests": "--max-requests N",
-    "--limit-max-requests-jitter": "--max-requests-jitter N",
     "--access-logfile": "--access-log (to stdout) or --log-config FILE",
     "--error-logfile": "--log-config FILE",
     "--log-file": "--log-config FILE",
@@ -125,6 +123,7 @@ def _add(group: argparse._ArgumentGroup, option: Option) -> None:
     else:
         group.add_argument(
             option.flag,
+            *option.aliases,
             dest=option.name,
             action="append" if option.kind == "many" else "store",
             type=_typed(option.parse),
