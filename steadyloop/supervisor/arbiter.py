@@ -30,8 +30,9 @@ import socket
 import time
 from typing import Protocol
 
-from steadyloop.config import Config
+from steadyloop.config import Config, ConfigError
 from steadyloop.observe.heartbeat import Heartbeat
+from steadyloop.server.tls import build_context
 from steadyloop.supervisor.process import Phase, Worker, describe_status, fork_worker
 from steadyloop.supervisor.signals import SignalPipe
 from steadyloop.supervisor.worker import DUMP_SIGNAL, FAILED, READY, RECYCLING, WorkerLink, run_worker
@@ -176,6 +177,8 @@ class Supervisor:
             if self.stopping:
                 continue
             if sig == signal.SIGHUP:
+                if not self._certificate_ok():
+                    continue
                 logger.info(
                     "received SIGHUP: starting %d new workers; the old ones stop once the new are ready",
                     self.target,
@@ -187,6 +190,16 @@ class Supervisor:
             elif sig == getattr(signal, "SIGTTOU", None):
                 self.resize(self.target - 1, now)
                 logger.info("received SIGTTOU: %d workers wanted", self.target)
+
+    def _certificate_ok(self) -> bool:
+        """A HUP reload with a renewed certificate that does not load would only bring
+        workers that cannot boot: check it first, and keep the running workers if bad."""
+        try:
+            build_context(self.config)
+        except ConfigError as exc:
+            logger.error("SIGHUP ignored, the running workers stay: %s", exc)
+            return False
+        return True
 
     def reload(self, now: float) -> None:
         """A new generation: new workers boot, each ready one retires an old one."""

@@ -32,6 +32,7 @@ from steadyloop.http.response import simple_response
 from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.protocols.http1.cycle import Http1Cycle
 from steadyloop.protocols.shared import ServerState
+from steadyloop.protocols.tls import tls_extension
 
 logger = logging.getLogger("steadyloop.error")
 
@@ -57,6 +58,8 @@ class Http1Connection(asyncio.Protocol):
         "data_since",
         "done",
         "drain_waiter",
+        "extensions",
+        "fresh",
         "head_since",
         "idle_since",
         "lingering",
@@ -89,6 +92,8 @@ class Http1Connection(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.scheme = "http"
+        self.extensions = EXTENSIONS
+        self.fresh = True  # no byte received yet: the first ones may not be HTTP/1.1 at all
         self.proxy_trusted = False
         self.write_paused = False
         self.write_buffered = 0  # the transport's unsent bytes at the last sweep
@@ -107,6 +112,11 @@ class Http1Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
         state = self.state
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.scheme = "https"
+            if state.config.tls.cert_reqs:  # mutual TLS: the app may want to know who calls
+                self.extensions = {**EXTENSIONS, "tls": tls_extension(ssl_object)}
         state.connections.add(self)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
@@ -130,6 +140,10 @@ class Http1Connection(asyncio.Protocol):
                 self.transport.abort()
             return
         self.data_since = self.state.now
+        if self.fresh:
+            self.fresh = False
+            if self._not_http1(data):
+                return
         if self.cycle is None and self.head_since is None:
             # A new head starts arriving: it has --timeout-header-read to be complete.
             self.head_since = self.state.now
@@ -140,6 +154,17 @@ class Http1Connection(asyncio.Protocol):
             raise
         except BaseException:
             self._fatal("error while reading a request")
+
+    def _not_http1(self, data: bytes) -> bool:
+        """The first bytes of a connection: a TLS ClientHello is not HTTP/1.1. True when this
+        connection is dealt with (closed)."""
+        if data[:2] == b"\x16\x03" and self.scheme == "http":
+            # A TLS record header (RFC 8446 §5.1: handshake(22), legacy version 3.x).
+            logger.info("a TLS client reached a plain-HTTP port from %s: closed", _peer(self.client))
+            self.closing = True
+            self.transport.abort()
+            return True
+        return False
 
     def eof_received(self) -> bool | None:
         # A FIN from the client. A half-closing client that still reads looks the same as one
@@ -241,7 +266,7 @@ class Http1Connection(asyncio.Protocol):
             "query_string": query,
             "headers": headers,
             "state": state.lifespan_state.copy(),
-            "extensions": EXTENSIONS,
+            "extensions": self.extensions,
         }
         cycle = Http1Cycle(self, scope, head, time.perf_counter() if state.access_log else 0.0)
         self.cycle = cycle
