@@ -62,7 +62,7 @@ class Http2StreamCycle(RequestCycle):
     def _take_body(self) -> Message:
         message = super()._take_body()
         size = len(message["body"])
-        if size and not self.disconnected:
+        if size and not self.disconnected and not self.body_complete:  # more may come
             self.conn.body_taken(self.stream_id, size)
         return message
 
