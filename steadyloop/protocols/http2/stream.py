@@ -99,7 +99,9 @@ class Http2StreamCycle(RequestCycle):
             if name in _CONNECTION_FIELDS:
                 continue
             value = bytes(value)
-            if b"\r" in value or b"\n" in value or b"\0" in value:
+            # `find` rather than `in`: on CPython 3.11 `b"x" in data` first tries the argument
+            # as an integer and builds (then drops) a TypeError.
+            if value.find(b"\r") != -1 or value.find(b"\n") != -1 or value.find(b"\0") != -1:
                 raise RuntimeError(f"response header {name!r} contains CR, LF or NUL")
             headers.append((name, value))
         headers += self.conn.extra_headers()
@@ -152,23 +154,30 @@ class Http2StreamCycle(RequestCycle):
             frame = h2.max_outbound_frame_size
             view = memoryview(pending)
             sent = 0
-            while sent < len(pending) and window > 0:
-                size = min(frame, window, len(pending) - sent)
-                h2.send_data(sid, view[sent : sent + size])
+            total = len(pending)
+            # The last frame carries END_STREAM when nothing else is to follow (no trailers).
+            last_ends = self.end_pending and not self.trailers_expected and not self.trailers
+            while sent < total and window > 0:
+                size = min(frame, window, total - sent)
+                end = last_ends and sent + size == total
+                h2.send_data(sid, view[sent : sent + size], end_stream=end)
                 sent += size
                 window -= size
+                if end:
+                    self.stream_ended = True
             view.release()
             self.pending = pending[sent:] if sent < len(pending) else b""
             if sent:
                 self.stalled_since = 0.0  # the peer took bytes: progress (see --timeout-write)
             if self.pending:
                 return
-        if self.end_pending and not self.stream_ended and not self.trailers_expected:
-            self.stream_ended = True
-            if self.trailers:
-                h2.send_headers(sid, self.trailers, end_stream=True)
-            else:
-                h2.end_stream(sid)
+        if self.end_pending and not self.trailers_expected and not self.response_complete:
+            if not self.stream_ended:
+                self.stream_ended = True
+                if self.trailers:
+                    h2.send_headers(sid, self.trailers, end_stream=True)
+                else:
+                    h2.end_stream(sid)
             self._wake_window()
             self._complete()
         else:
