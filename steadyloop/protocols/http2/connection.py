@@ -90,6 +90,7 @@ class Http2Connection(asyncio.Protocol):
         self.scheme = "http"
         self.tls_extension: dict[str, Any] | None = None
         self.write_paused = False
+        self.write_scheduled = False  # a write_out is queued for this loop iteration
         self.write_buffered = 0  # the transport's unsent bytes at the last sweep
         self.write_stall_since = 0.0
         self.drain_waiter: asyncio.Future[None] | None = None
@@ -317,6 +318,15 @@ class Http2Connection(asyncio.Protocol):
     # -- called by the stream cycles ---------------------------------------------------------
 
     def flush(self) -> None:
+        """Write what the engine has queued, at the end of this loop iteration: the frames
+        of every stream that answered in it go out in one write (one syscall), not one
+        write per stream."""
+        if not self.write_scheduled:
+            self.write_scheduled = True
+            self.loop.call_soon(self.write_out)
+
+    def write_out(self) -> None:
+        self.write_scheduled = False
         data = self.h2.data_to_send()
         if data and not self.transport.is_closing():
             self.transport.write(data)
@@ -453,7 +463,7 @@ class Http2Connection(asyncio.Protocol):
         self._close_now()
 
     def _close_now(self) -> None:
-        self.flush()
+        self.write_out()
         self.closing = True
         streams = list(self.streams.values())
         self.streams.clear()
@@ -473,12 +483,12 @@ class Http2Connection(asyncio.Protocol):
         frame = GoAwayFrame(0)
         frame.last_stream_id = self.last_stream_id
         frame.error_code = _NO_ERROR
-        self.flush()
+        self.write_out()
         if not self.transport.is_closing():
             self.transport.write(frame.serialize())
 
     def _close_when_done(self) -> None:
-        self.flush()  # the last stream's final frames, queued in the engine
+        self.write_out()  # the last stream's final frames, queued in the engine
         self._goaway()
         if not self.closing:
             self.closing = True
