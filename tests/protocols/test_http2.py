@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/file":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.pathsend", "path": os.environ["H2_TEST_FILE"]})
+    elif path == "/block":
+        time.sleep(0.3)  # blocks the loop: the watchdog must name this stream's request
+        await respond(send, 200, b"blocked")
     elif path == "/slow":
         await asyncio.sleep(0.5)
         await respond(send, 200, b"slow done")
@@ -250,6 +255,13 @@ def test_limit_concurrency_counts_streams() -> None:
 
         statuses = asyncio.run(run())
     assert sorted(statuses) == [200, 200, 200, 503, 503, 503]
+
+
+def test_the_watchdog_names_the_stream_that_blocked_the_loop(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "steadyloop")
+    with running_server(app, block_threshold=0.1) as srv, h2c(srv) as client:
+        assert client.get("/block", headers={"x-request-id": "h2-block"}).status_code == 200
+        wait_until(lambda: "GET /block (request h2-block)" in caplog.text)
 
 
 def test_graceful_shutdown_sends_goaway_and_finishes_open_streams() -> None:

@@ -299,7 +299,11 @@ class Http2Connection(asyncio.Protocol):
             return
         try:
             coro = state.app(scope, cycle.receive, cycle.send)
-            task: asyncio.Task[None] = _Task(coro, loop=self.loop)  # type: ignore[arg-type]
+            task: asyncio.Task[None]
+            if state.plain_tasks:  # a fixed name: CPython would format "Task-N" for each
+                task = _Task(coro, loop=self.loop, name="steadyloop-h2-stream")  # type: ignore[arg-type]
+            else:
+                task = self.loop.create_task(coro)  # type: ignore[arg-type]  # the loop's factory
         except Exception as exc:
             self._app_failed(cycle, exc)
             return
