@@ -54,6 +54,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/file":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.pathsend", "path": os.environ["H2_TEST_FILE"]})
+    elif path == "/fail-before":
+        raise RuntimeError("app failed before its response (test)")
+    elif path == "/fail-after":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        raise RuntimeError("app failed mid-response (test)")
     elif path == "/block":
         time.sleep(0.3)  # blocks the loop: the watchdog must name this stream's request
         await respond(send, 200, b"blocked")
@@ -240,6 +246,16 @@ def test_pathsend_in_data_frames(server: RunningServer, tmp_path: Path, monkeypa
     monkeypatch.setenv("H2_TEST_FILE", str(path))
     with h2c(server) as client:
         assert client.get("/file").content == content
+
+
+def test_head_app_failures_and_the_connection_lives_on(server: RunningServer) -> None:
+    with h2c(server) as client:
+        head = client.head("/big")
+        assert head.status_code == 200 and head.content == b""
+        assert client.get("/fail-before").status_code == 500
+        with pytest.raises(httpx.RemoteProtocolError):  # the stream is reset, not the connection
+            client.get("/fail-after")
+        assert client.get("/").json()["http_version"] == "2"
 
 
 # -- limits, shutdown, keep-alive ---------------------------------------------------------------
