@@ -37,8 +37,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await lifespan_ok(receive, send)
         return
     path = scope["path"]
-    if path == "/hold":  # reads its body only after a while: a slow reader
-        await asyncio.sleep(1.5)
+    if path == "/hold":  # reads its body only after a while (?ms=, default 1500): a slow reader
+        await asyncio.sleep(int(scope["query_string"].decode().partition("ms=")[2] or 1500) / 1000)
     body = await read_body(receive)
     if path == "/big":
         await respond(send, 200, b"b" * BIG)
@@ -225,6 +225,31 @@ def test_a_slow_reading_app_pauses_its_request_stream_only(server: RunningServer
         client.h2.end_stream(1)
         client.flush()
         events_until(client, answered(1))
+
+
+def test_unread_request_bodies_are_bounded_per_connection(server: RunningServer) -> None:
+    """Ten slow readers: each stream may send its window, but the connection as a whole is
+    held to twice the connection window (4 MiB) of unread body."""
+    with RawH2(server.port) as client:
+        events_until(client, lambda ev: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in ev))
+        streams = list(range(1, 21, 2))
+        for sid in streams:
+            hold = [(b":method", b"POST"), (b":path", b"/hold?ms=3000"), *REQUEST[2:]]
+            client.h2.send_headers(sid, hold)
+        sent = 0
+        while True:
+            for sid in streams:
+                while (window := min(client.h2.local_flow_control_window(sid), 16384)) > 0:
+                    client.h2.send_data(sid, b"u" * window)
+                    sent += window
+            client.flush()
+            client.sock.settimeout(0.5)  # no window update for this long: the server holds back
+            try:
+                data = client.sock.recv(65536)
+            except TimeoutError:
+                break
+            client.h2.receive_data(data)
+        assert 4 * 1024 * 1024 < sent <= 2 * 4 * 1024 * 1024 + 65535, sent
 
 
 def test_trailers(server: RunningServer) -> None:

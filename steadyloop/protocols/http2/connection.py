@@ -95,6 +95,9 @@ class Http2Connection(asyncio.Protocol):
         self.write_stall_since = 0.0
         self.drain_waiter: asyncio.Future[None] | None = None
         self.floods = FloodLimits(state.config.http2.max_concurrent_streams)
+        self.unread = 0  # request body received and not yet read by the apps, all streams
+        self.unread_limit = state.config.http2.initial_connection_window_size
+        self.connection_owed = 0  # connection window held back while `unread` is over the limit
         self.closing = False
         self.closing_since = 0.0
         self.goaway_sent = False
@@ -257,29 +260,50 @@ class Http2Connection(asyncio.Protocol):
 
     def _on_data(self, event: Any) -> None:
         size = event.flow_controlled_length
-        if size:
-            # The connection window reopens at once: unread body is bounded per stream (the
-            # stream window), and one slow app must not stall the other streams.
-            self.h2.increment_flow_control_window(size)
         sid = event.stream_id
         cycle = self.streams.get(sid)
-        if not event.data:
-            if not event.stream_ended and self.floods.empty_data(self.state.now):
+        data = event.data
+        if not data or cycle is None or cycle.disconnected:
+            if not data and not event.stream_ended and self.floods.empty_data(self.state.now):
                 self._calm_down("empty DATA frame flood")
-            if size and cycle is not None and not cycle.disconnected:
-                self.h2.increment_flow_control_window(size, stream_id=sid)  # padding only
+            if size:  # padding, or body nobody will read: nothing is held for it
+                self.h2.increment_flow_control_window(size)
+                if cycle is not None and not cycle.disconnected:
+                    self.h2.increment_flow_control_window(size, stream_id=sid)
             return
-        if cycle is None or cycle.disconnected:
-            return
-        padding = size - len(event.data)
+        padding = size - len(data)
         if padding:
+            self.h2.increment_flow_control_window(padding)
             self.h2.increment_flow_control_window(padding, stream_id=sid)
-        cycle.feed_body(event.data)
+        # The stream window reopens only as its app reads (`body_taken`). The connection
+        # window reopens at once while the unread body of all streams stays within one
+        # connection window, so one slow app does not stall the others, and a connection
+        # never holds more than twice --http2-initial-connection-window-size.
+        self.unread += len(data)
+        if self.unread <= self.unread_limit:
+            self.h2.increment_flow_control_window(len(data))
+        else:
+            self.connection_owed += len(data)
+        cycle.feed_body(data)
+
+    def _forget(self, cycle: Http2StreamCycle) -> None:
+        """A stream leaves: the body it never read no longer counts against the connection."""
+        self.streams.pop(cycle.stream_id, None)
+        if cycle.body_size:
+            self._release(cycle.body_size)
+
+    def _release(self, size: int) -> None:
+        self.unread -= size
+        if self.connection_owed and self.unread <= self.unread_limit and not self.closing:
+            self.h2.increment_flow_control_window(self.connection_owed)
+            self.connection_owed = 0
+            self.flush()
 
     def _on_reset(self, sid: int) -> None:
-        cycle = self.streams.pop(sid, None)
+        cycle = self.streams.get(sid)
         if cycle is None:
             return
+        self._forget(cycle)
         if not cycle.response_complete:
             cycle.cut_short = "reset by client"
             # CVE-2023-44487: a client that opens and cancels streams at once keeps the
@@ -349,9 +373,13 @@ class Http2Connection(asyncio.Protocol):
     def resume_reading(self) -> None:
         """See pause_reading."""
 
-    def body_taken(self, stream_id: int, size: int) -> None:
-        """The app took `size` body bytes of a stream: the peer may send that much more."""
-        if stream_id in self.streams and not self.closing:
+    def body_taken(self, stream_id: int, size: int, more: bool) -> None:
+        """The app took `size` body bytes of a stream; `more`: its body is not complete, so
+        the peer may send that much more on the stream."""
+        if stream_id not in self.streams or self.closing:
+            return  # released when the stream left (`_forget`)
+        self._release(size)
+        if more:
             try:
                 self.h2.increment_flow_control_window(size, stream_id=stream_id)
             except h2.exceptions.StreamClosedError:
@@ -377,11 +405,23 @@ class Http2Connection(asyncio.Protocol):
         if state.access_log is not None:
             self._log_access(cycle)
         if self.streams.get(cycle.stream_id) is cycle:
-            del self.streams[cycle.stream_id]
+            self._forget(cycle)
+            if not cycle.body_complete and not cycle.disconnected and not self.closing:
+                self._stop_request_body(cycle.stream_id)
         if not self.streams:
             self.idle_since = time.monotonic()
             if self.goaway_sent or state.shutting_down:
                 self._close_when_done()
+
+    def _stop_request_body(self, sid: int) -> None:
+        """Answered before the whole body came: "a server MAY request that the client abort
+        transmission of a request without error by sending a RST_STREAM with an error code of
+        NO_ERROR after sending a complete response" -- RFC 9113 §8.1. (The engine may know
+        already that the body is complete: END_STREAM was in a frame it has read.)"""
+        stream = self.h2.streams.get(sid)
+        if stream is not None and not stream.closed:
+            self.h2.reset_stream(sid, _NO_ERROR)
+            self.flush()
 
     def _log_access(self, cycle: Http2StreamCycle) -> None:
         assert self.state.access_log is not None
@@ -439,7 +479,7 @@ class Http2Connection(asyncio.Protocol):
             return
         if cycle.head_written:
             # Part of the response is out: only this stream is cut, the connection lives.
-            self.streams.pop(cycle.stream_id, None)
+            self._forget(cycle)
             cycle.pending = b""
             self.h2.reset_stream(cycle.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
             self.flush()

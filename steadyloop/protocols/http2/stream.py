@@ -6,10 +6,10 @@ sends into frames through the connection's `h2` engine, within HTTP/2 flow
 control: body the peer's windows do not allow yet waits in `pending`, and the
 app's `send()` waits for this stream's window, not for the whole connection.
 
-Request body flow control runs the other way: the connection window is
-opened as soon as DATA arrives (a slow app must not stall its neighbours),
-the stream window only as the app takes the body (`_take_body`), so a slow
-reader pauses its own stream.
+Request body flow control runs the other way: the stream window opens only
+as the app takes the body (`_take_body`), so a slow reader pauses its own
+stream; the connection window opens as DATA arrives while the connection's
+unread body stays within bounds (see `Http2Connection._on_data`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Http2Owner(Protocol):
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def response_complete(self, cycle: Any) -> None: ...
-    def body_taken(self, stream_id: int, size: int) -> None: ...
+    def body_taken(self, stream_id: int, size: int, more: bool) -> None: ...
     def extra_headers(self) -> list[tuple[bytes, bytes]]: ...
 
 
@@ -62,8 +62,8 @@ class Http2StreamCycle(RequestCycle):
     def _take_body(self) -> Message:
         message = super()._take_body()
         size = len(message["body"])
-        if size and not self.disconnected and not self.body_complete:  # more may come
-            self.conn.body_taken(self.stream_id, size)
+        if size and not self.disconnected:
+            self.conn.body_taken(self.stream_id, size, not self.body_complete)
         return message
 
     # -- send ------------------------------------------------------------------------------
