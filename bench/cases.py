@@ -34,9 +34,10 @@ VARIANTS: dict[str, Variant] = {
         Variant("uvicorn", "uvicorn (uvloop, httptools)", "uvicorn"),
         Variant("granian", "granian", "granian"),
         Variant("gunicorn", f"gunicorn -k gthread --threads {GUNICORN_THREADS}", "gunicorn"),
+        Variant("hypercorn", "hypercorn (uvloop)", "hypercorn"),
     )
 }
-SERVERS = ("steadyloop", "uvicorn", "granian", "gunicorn")
+SERVERS = ("steadyloop", "uvicorn", "granian", "gunicorn", "hypercorn")
 
 
 def _equals(expected: bytes) -> BodyCheck:
@@ -67,6 +68,8 @@ class Case:
     workers: int = 1
     pipeline: int = 0  # requests per write; 0 = no pipelining
     pinned: bool = True  # server on CPU 0, wrk on CPU 1
+    tls: bool = False  # HTTPS with a certificate made for the run (all servers the same one)
+    h2_streams: int = 0  # > 0: HTTP/2 cleartext (prior knowledge), loaded by h2load -m N
 
     @property
     def target(self) -> str:
@@ -99,6 +102,10 @@ CASES: dict[str, Case] = {
              _WSGI_PEERS, "gunicorn", _TEN_KB, interface="wsgi"),
         Case("g", "watchdog overhead: raw ASGI hello world, 64 connections", "hello", "/", 64,
              ("steadyloop", "steadyloop-nowd"), "steadyloop-nowd", _HELLO),
+        Case("tls", "HTTPS (HTTP/1.1) hello world, 64 connections", "hello", "/", 64,
+             _ASGI_PEERS, "uvicorn", _HELLO, tls=True),
+        Case("h2c", "HTTP/2 cleartext hello world, h2load 16 connections x 8 streams", "hello", "/",
+             16, ("steadyloop", "hypercorn", "granian"), "hypercorn", _HELLO, h2_streams=8),
     )
 }
 
@@ -106,7 +113,8 @@ CASES: dict[str, Case] = {
 def missing_server(server: str) -> str | None:
     """Why a server cannot be run at all here, or None. steadyloop is tried regardless:
     whether it starts is found out by starting it."""
-    module = {"uvicorn": "uvicorn", "granian": "granian", "gunicorn": "gunicorn"}.get(server)
+    module = {"uvicorn": "uvicorn", "granian": "granian", "gunicorn": "gunicorn",
+              "hypercorn": "hypercorn"}.get(server)
     if module is not None and importlib.util.find_spec(module) is None:
         return f"{module} is not installed"
     return None
@@ -118,8 +126,13 @@ def _script(name: str) -> str:
     return str(candidate) if candidate.exists() else (shutil.which(name) or name)
 
 
-def server_argv(variant: str, case: Case, host: str, port: int) -> list[str]:
-    """The command line that serves `case` with `variant` on host:port."""
+def server_argv(variant: str, case: Case, host: str, port: int,
+                certs: tuple[str, str] | None = None) -> list[str]:
+    """The command line that serves `case` with `variant` on host:port; `certs` (certificate
+    file, key file) for a TLS case."""
+    if case.tls and certs is None:
+        raise ValueError(f"case {case.key} needs a certificate and key")
+    cert, key = certs or ("", "")
     py = sys.executable
     if variant in ("steadyloop", "steadyloop-nowd"):
         argv = [py, "-m", "steadyloop", case.target, "--host", host, "--port", str(port),
@@ -130,6 +143,8 @@ def server_argv(variant: str, case: Case, host: str, port: int) -> list[str]:
             argv += ["--interface", "wsgi"]
         if variant == "steadyloop-nowd":
             argv += ["--block-threshold", "0"]
+        if case.tls:
+            argv += ["--ssl-certfile", cert, "--ssl-keyfile", key]
         return argv
     if variant == "uvicorn":
         if case.interface != "asgi":
@@ -139,6 +154,8 @@ def server_argv(variant: str, case: Case, host: str, port: int) -> list[str]:
                 "--log-level", "warning"]
         if case.workers != 1:
             argv += ["--workers", str(case.workers)]
+        if case.tls:
+            argv += ["--ssl-certfile", cert, "--ssl-keyfile", key]
         return argv
     if variant == "granian":
         # Its fastest sensible settings for one Python thread per worker: HTTP/1
@@ -147,14 +164,21 @@ def server_argv(variant: str, case: Case, host: str, port: int) -> list[str]:
         # adds hand-offs when the worker is pinned to one CPU; measured here as
         # within noise of it).
         argv = [_script("granian"), "--interface", case.interface, "--host", host,
-                "--port", str(port), "--workers", str(case.workers), "--http", "1",
+                "--port", str(port), "--workers", str(case.workers),
+                "--http", "2" if case.h2_streams else "1",
                 "--no-ws", "--loop", "uvloop", "--runtime-mode", "st",
                 "--no-access-log", "--log-level", "warning"]
         if case.pipeline:
             # Its (experimental) write aggregation for pipelined responses:
             # about 15% more requests/s on case d here, and no use elsewhere.
             argv.append("--http1-pipeline-flush")
+        if case.tls:
+            argv += ["--ssl-certificate", cert, "--ssl-keyfile", key]
         return [*argv, case.target]
+    if variant == "hypercorn":
+        # Serves h2c by prior knowledge on a cleartext port; no access log unless asked.
+        return [_script("hypercorn"), "--bind", f"{host}:{port}", "--worker-class", "uvloop",
+                "--workers", str(case.workers), "--log-level", "warning", case.target]
     if variant == "gunicorn":
         if case.interface != "wsgi":
             raise ValueError("gunicorn is only benchmarked as a WSGI server")

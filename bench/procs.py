@@ -13,10 +13,16 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
 
 BodyCheck = Callable[[bytes], bool]
 
@@ -69,7 +75,7 @@ class ServerProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def wait_ready(self, host: str, port: int, path: str, check: BodyCheck,
-                   timeout_s: float) -> None:
+                   timeout_s: float, *, tls: bool = False, h2c: bool = False) -> None:
         assert self.proc is not None, "start() first"
         deadline = time.monotonic() + timeout_s
         last_error = "no answer"
@@ -78,8 +84,11 @@ class ServerProcess:
                 output = log_tail(self.log_path) or "(no output)"
                 raise ServerStartError(f"exited with {self.proc.returncode}: {output}")
             try:
-                status, body = http_get(host, port, path, timeout_s=1.0)
-            except (OSError, http.client.HTTPException) as exc:
+                if h2c:
+                    status, body = h2c_get(host, port, path, timeout_s=1.0)
+                else:
+                    status, body = http_get(host, port, path, timeout_s=1.0, tls=tls)
+            except (OSError, http.client.HTTPException, h2.exceptions.ProtocolError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             else:
                 if status == 200 and check(body):
@@ -114,14 +123,45 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def http_get(host: str, port: int, path: str, timeout_s: float) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+def http_get(host: str, port: int, path: str, timeout_s: float,
+             tls: bool = False) -> tuple[int, bytes]:
+    conn: http.client.HTTPConnection
+    if tls:  # the run's own throw-away certificate: nothing to verify it against
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout_s,
+                                           context=ssl._create_unverified_context())
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
     try:
         conn.request("GET", path)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
         conn.close()
+
+
+def h2c_get(host: str, port: int, path: str, timeout_s: float) -> tuple[int, bytes]:
+    """One GET over HTTP/2 cleartext with prior knowledge (for servers that speak only h2)."""
+    engine = h2.connection.H2Connection(h2.config.H2Configuration(header_encoding=None))
+    engine.initiate_connection()
+    request = [(b":method", b"GET"), (b":path", path.encode()), (b":scheme", b"http"),
+               (b":authority", f"{host}:{port}".encode())]
+    engine.send_headers(1, request, end_stream=True)
+    status, body = 0, b""
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(engine.data_to_send())
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed before the response ended")
+            for event in engine.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                    engine.acknowledge_received_data(event.flow_controlled_length, 1)
+                elif isinstance(event, h2.events.StreamEnded):
+                    return status, body
+            sock.sendall(engine.data_to_send())
 
 
 class Fleet:

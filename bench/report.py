@@ -225,6 +225,14 @@ def bars(cases: Sequence[CaseResult]) -> list[str]:
     if c is not None and c.ratio is not None:
         out.append(f"c: steadyloop {fmt_ratio(c.ratio)} uvicorn's requests/s on FastAPI "
                    f"(bar: at least 1.00x): {'met' if c.ratio >= 1.0 else 'NOT met'}")
+    for key, peer, bar in (("tls", "uvicorn", 1.2), ("h2c", "hypercorn", 3.0)):
+        s = _summary(cases, key, "steadyloop")
+        if s is not None and s.ratio is not None:
+            granian = _summary(cases, key, "granian")
+            where = "" if granian is None or granian.ratio is None else \
+                f"; granian {fmt_ratio(granian.ratio)}"
+            out.append(f"{key}: steadyloop {fmt_ratio(s.ratio)} {peer}'s requests/s "
+                       f"(bar: at least {bar:.2f}x{where}): {'met' if s.ratio >= bar else 'NOT met'}")
     g = _summary(cases, "g", "steadyloop")
     if g is not None and g.ratio is not None:
         overhead = 1 - g.ratio

@@ -36,6 +36,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
 from bench.cases import CASES, SERVERS, VARIANTS, Case, missing_server, server_argv  # noqa: E402
+from bench.h2load import h2load_command, run_h2load  # noqa: E402
 from bench.procs import Fleet, ServerProcess, ServerStartError, fleet, free_port  # noqa: E402
 from bench.report import CaseResult, VariantRuns, render_markdown, render_text, to_json  # noqa: E402
 from bench.wrk import WrkError, WrkResult, run_wrk, wrk_command  # noqa: E402
@@ -49,7 +50,8 @@ PIPELINE_SCRIPT = ROOT / "bench" / "pipeline.lua"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run.py",
-        description="Benchmark steadyloop against uvicorn, granian and gunicorn with wrk.",
+        description="Benchmark steadyloop against uvicorn, granian, gunicorn and hypercorn "
+                    "with wrk (and h2load for HTTP/2).",
     )
     parser.add_argument("--runs", type=int, default=5, help="measured runs per server per case")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
@@ -131,7 +133,8 @@ def _load() -> str:
 
 
 def machine_meta(args: argparse.Namespace, pinned: bool) -> dict[str, Any]:
-    dists = ("steadyloop", "uvicorn", "uvloop", "httptools", "granian", "gunicorn", "fastapi")
+    dists = ("steadyloop", "uvicorn", "uvloop", "httptools", "granian", "gunicorn", "fastapi",
+             "hypercorn", "h2")
     python = os.path.relpath(sys.executable) if sys.executable.startswith(str(Path.cwd())) \
         else sys.executable
     return {
@@ -160,8 +163,20 @@ class Started:
         self.port = port
 
 
+def make_certs(logdir: Path) -> tuple[str, str]:
+    """A throw-away certificate for 127.0.0.1 (and its key), the same for every server."""
+    import trustme
+
+    cert = trustme.CA().issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file = logdir / "cert.pem", logdir / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))  # PKCS#8, which granian requires
+    return str(cert_file), str(key_file)
+
+
 def start_servers(case: Case, args: argparse.Namespace, pinned: bool, servers: Fleet,
                   logdir: Path) -> tuple[list[VariantRuns], list[Started]]:
+    certs = make_certs(logdir) if case.tls else None
     all_runs: list[VariantRuns] = []
     started: list[Started] = []
     for key in case.variants:
@@ -176,7 +191,7 @@ def start_servers(case: Case, args: argparse.Namespace, pinned: bool, servers: F
             print(f"  {variant.label}: skipped ({reason})", flush=True)
             continue
         port = free_port(HOST)
-        runs.command = server_argv(key, case, HOST, port)
+        runs.command = server_argv(key, case, HOST, port, certs)
         argv = (["taskset", "-c", str(SERVER_CPU)] if pinned and case.pinned else []) + runs.command
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -184,7 +199,8 @@ def start_servers(case: Case, args: argparse.Namespace, pinned: bool, servers: F
                                            log_path=logdir / f"{case.key}-{key}.log"))
         server.start()
         try:
-            server.wait_ready(HOST, port, case.path, case.check, args.start_timeout)
+            server.wait_ready(HOST, port, case.path, case.check, args.start_timeout,
+                              tls=case.tls, h2c=bool(case.h2_streams))
         except ServerStartError as exc:
             server.stop()
             runs.skipped = f"did not start: {exc}"
@@ -196,12 +212,18 @@ def start_servers(case: Case, args: argparse.Namespace, pinned: bool, servers: F
 
 def measure(case: Case, target: Started, args: argparse.Namespace, pinned: bool,
             duration_s: float) -> WrkResult:
+    cpu = WRK_CPU if pinned and case.pinned else None
+    url = f"{'https' if case.tls else 'http'}://{HOST}:{target.port}{case.path}"
+    if case.h2_streams:
+        argv = h2load_command(url, connections=case.connections, streams=case.h2_streams,
+                              duration_s=duration_s, cpu=cpu)
+        return run_h2load(argv, duration_s=duration_s)
     script = PIPELINE_SCRIPT if case.pipeline else None
     argv = wrk_command(
-        f"http://{HOST}:{target.port}{case.path}",
+        url,
         connections=case.connections,
         duration_s=duration_s,
-        cpu=WRK_CPU if pinned and case.pinned else None,
+        cpu=cpu,
         script=script,
         script_args=(str(case.pipeline),) if case.pipeline else (),
         wrk=args.wrk,
@@ -279,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pinned = not args.no_pin and can_pin()
     cases = [CASES[key] for key in args.case_keys]
+    if any(case.h2_streams for case in cases) and shutil.which("h2load") is None:
+        print("bench: 'h2load' not found; install nghttp2-client", file=sys.stderr)
+        return 2
     meta = machine_meta(args, pinned)
     print(f"bench: {len(cases)} case(s), servers {', '.join(args.server_keys)}, "
           f"about {estimate_s(cases, args) / 60:.0f} min. {meta['pinning']}.", flush=True)

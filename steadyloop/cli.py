@@ -47,8 +47,6 @@ FOREIGN_FLAGS = {
     "--log-file": "--log-config FILE",
     "--pid": "--pid-file PATH",
     "--pidfile": "--pid-file PATH",
-    "--ssl-keyfile": "TLS in the proxy in front (docs/deployment.md)",
-    "--ssl-certfile": "TLS in the proxy in front (docs/deployment.md)",
 }
 
 

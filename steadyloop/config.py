@@ -20,12 +20,14 @@ LifespanChoice = Literal["auto", "on", "off"]
 InterfaceChoice = Literal["auto", "asgi3", "asgi2", "wsgi"]
 OverflowPolicy = Literal["drop", "block"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+HttpChoice = Literal["auto", "1", "2"]
 
 LOOPS: tuple[str, ...] = get_args(LoopChoice)
 LIFESPANS: tuple[str, ...] = get_args(LifespanChoice)
 INTERFACES: tuple[str, ...] = get_args(InterfaceChoice)
 OVERFLOW_POLICIES: tuple[str, ...] = get_args(OverflowPolicy)
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+HTTP_VERSIONS: tuple[str, ...] = get_args(HttpChoice)
 
 
 class ConfigError(ValueError):
@@ -98,6 +100,36 @@ class WorkerOptions:
 
 
 @dataclass(frozen=True)
+class TLSOptions:
+    """--ssl-*: serve HTTPS when both a certificate and its key are given."""
+
+    keyfile: str | None = None
+    certfile: str | None = None
+    keyfile_password: str | None = None
+    version: str = "1.2"  # the oldest TLS version accepted: "1.2" or "1.3"
+    cert_reqs: int = 0  # ssl.CERT_NONE / CERT_OPTIONAL / CERT_REQUIRED (0, 1, 2): client certificates
+    ca_certs: str | None = None  # CA bundle that client certificates are checked against
+    ciphers: str | None = None  # OpenSSL cipher list for TLS 1.2; None: the stdlib's secure default
+
+    @property
+    def enabled(self) -> bool:
+        return self.certfile is not None
+
+
+@dataclass(frozen=True)
+class Http2Options:
+    """--http2-*: what this server tells HTTP/2 clients, and what it accepts from them."""
+
+    max_concurrent_streams: int = 100
+    initial_stream_window_size: int = 1024 * 1024  # request body bytes a stream may send unread
+    initial_connection_window_size: int = 4 * 1024 * 1024  # the same, for all streams together
+    max_frame_size: int = 16384
+    max_headers_size: int = 65536  # a request's decoded header list (RFC 9113 SETTINGS_MAX_HEADER_LIST_SIZE)
+    keep_alive_interval: float | None = None  # seconds of silence before a PING; None: no PING
+    keep_alive_timeout: float = 20.0  # a PING unanswered this long closes the connection
+
+
+@dataclass(frozen=True)
 class Config:
     app: Any = None  # "module:attr", an app object, or None for the demo app
     factory: bool = False
@@ -110,6 +142,9 @@ class Config:
     uds: str | None = None
     fd: int | None = None
     backlog: int = 2048
+    tls: TLSOptions = field(default_factory=TLSOptions)
+    http: HttpChoice = "auto"  # which HTTP versions: auto (1.1 and 2), 1, 2 (cleartext: h2c only)
+    http2: Http2Options = field(default_factory=Http2Options)
 
     loop: LoopChoice = "auto"
     lifespan: LifespanChoice = "auto"
@@ -161,6 +196,8 @@ def _validate(config: Config) -> None:
         need(is_token(name), f"--header name {name!r} is not a valid header name")
         need(not any(c in value for c in "\r\n\0"), f"--header value for {name!r} contains CR, LF or NUL")
 
+    _validate_tls_http2(config, need)
+
     lim = config.limits
     need(lim.max_request_line >= 64, "--limit-request-line must be at least 64")
     need(lim.max_header_count >= 1, "--limit-request-fields must be at least 1")
@@ -205,3 +242,32 @@ def _validate(config: Config) -> None:
     need(w.max_requests is None or w.max_requests >= 1, "--max-requests must be at least 1")
     need(w.max_requests_jitter >= 0, "--max-requests-jitter must not be negative")
     need(w.worker_timeout is None or w.worker_timeout > 0, "--worker-timeout must be positive")
+
+
+def _validate_tls_http2(config: Config, need: Any) -> None:
+    tls = config.tls
+    need(tls.keyfile is None or tls.certfile is not None, "--ssl-keyfile needs --ssl-certfile")
+    for flag, path in (("--ssl-certfile", tls.certfile), ("--ssl-keyfile", tls.keyfile)):
+        need(path is None or os.path.isfile(path), f"{flag} file not found: {path}")
+    need(tls.ca_certs is None or os.path.exists(tls.ca_certs), f"--ssl-ca-certs not found: {tls.ca_certs}")
+    need(tls.version in ("1.2", "1.3"), f"--ssl-version must be TLSv1.2 or TLSv1.3, not {tls.version!r}")
+    need(tls.cert_reqs in (0, 1, 2), "--ssl-cert-reqs must be 0 (none), 1 (optional) or 2 (required)")
+    need(tls.cert_reqs == 0 or tls.enabled, "--ssl-cert-reqs needs --ssl-certfile")
+    need(
+        config.http in HTTP_VERSIONS, f"--http must be one of {', '.join(HTTP_VERSIONS)}, not {config.http!r}"
+    )
+    h2 = config.http2
+    need(h2.max_concurrent_streams >= 1, "--http2-max-concurrent-streams must be at least 1")
+    # RFC 9113 §6.5.2: window sizes up to 2^31-1; frame sizes 2^14 .. 2^24-1.
+    for flag, size in (
+        ("--http2-initial-stream-window-size", h2.initial_stream_window_size),
+        ("--http2-initial-connection-window-size", h2.initial_connection_window_size),
+    ):
+        need(65535 <= size <= 2**31 - 1, f"{flag} must be 65535..2147483647")
+    need(16384 <= h2.max_frame_size <= 2**24 - 1, "--http2-max-frame-size must be 16384..16777215")
+    need(h2.max_headers_size >= 1024, "--http2-max-headers-size must be at least 1024")
+    need(
+        h2.keep_alive_interval is None or h2.keep_alive_interval > 0,
+        "--http2-keep-alive-interval must be positive",
+    )
+    need(h2.keep_alive_timeout > 0, "--http2-keep-alive-timeout must be positive")

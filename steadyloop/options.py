@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from steadyloop.config import (
+    HTTP_VERSIONS,
     INTERFACES,
     LIFESPANS,
     LOG_LEVELS,
@@ -66,6 +68,36 @@ def _header(text: str) -> tuple[str, str]:
     if not colon:
         raise ValueError(f"expected NAME:VALUE, not {text!r}")
     return name.strip(), value.strip()
+
+
+def _tls_version(text: str) -> str:
+    """--ssl-version: the oldest TLS version accepted. uvicorn's numbers (ssl.PROTOCOL_*) are
+    accepted too: 2, 16 and 17 mean "any version", which here is TLS 1.2 and later."""
+    value = text.strip().lower().removeprefix("tlsv").removeprefix("tls")
+    if value in ("2", "16", "17", "5", "1.2"):  # PROTOCOL_TLS, _CLIENT, _SERVER, _TLSv1_2
+        return "1.2"
+    if value == "1.3":
+        return "1.3"
+    raise ValueError(f"expected TLSv1.2 or TLSv1.3 (TLS 1.0 and 1.1 are not offered), not {text!r}")
+
+
+def _cert_reqs(text: str) -> int:
+    names = {"none": 0, "optional": 1, "required": 2, "cert_none": 0, "cert_optional": 1, "cert_required": 2}
+    value = text.strip().lower()
+    return names[value] if value in names else int(value)
+
+
+def _http(text: str) -> str:
+    """--http: uvicorn's parser names are accepted and mean auto (steadyloop has one parser)."""
+    value = text.strip().lower()
+    if value in ("httptools", "h11"):
+        # Said once, where the option is read (before any worker starts), not per worker.
+        print(
+            f"steadyloop: --http {value}: steadyloop has one HTTP/1.1 parser; serving as --http auto",
+            file=sys.stderr,
+        )
+        return "auto"
+    return value
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -365,11 +397,103 @@ METRICS_OPTIONS: tuple[Option, ...] = (
     Option("--metrics-port", "metrics.port", whole_number, "port of the metrics listener"),
 )
 
+TLS_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--ssl-certfile", "tls.certfile", str, "serve HTTPS with this PEM certificate (chain)", metavar="FILE"
+    ),
+    Option("--ssl-keyfile", "tls.keyfile", str, "the certificate's PEM private key", metavar="FILE"),
+    Option(
+        "--ssl-keyfile-password",
+        "tls.keyfile_password",
+        str,
+        "password of an encrypted key file",
+        metavar="TEXT",
+    ),
+    Option(
+        "--ssl-version",
+        "tls.version",
+        _tls_version,
+        "oldest TLS version accepted: TLSv1.2 or TLSv1.3",
+        metavar="VERSION",
+    ),
+    Option(
+        "--ssl-cert-reqs",
+        "tls.cert_reqs",
+        _cert_reqs,
+        "client certificates (mutual TLS): 0 none, 1 optional, 2 required",
+        metavar="0|1|2",
+    ),
+    Option("--ssl-ca-certs", "tls.ca_certs", str, "CA bundle to verify client certificates", metavar="FILE"),
+    Option(
+        "--ssl-ciphers",
+        "tls.ciphers",
+        str,
+        "OpenSSL cipher list for TLS 1.2 (unset: Python's)",
+        metavar="LIST",
+    ),
+)
+HTTP2_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--http",
+        "http",
+        _http,
+        "HTTP versions: auto (1.1 and 2), 1, or 2; uvicorn's httptools/h11 mean auto",
+        choices=HTTP_VERSIONS,
+    ),
+    Option(
+        "--http2-max-concurrent-streams",
+        "http2.max_concurrent_streams",
+        whole_number,
+        "streams one HTTP/2 client may have open",
+    ),
+    Option(
+        "--http2-initial-stream-window-size",
+        "http2.initial_stream_window_size",
+        whole_number,
+        "request body bytes one stream may send ahead of the app",
+        metavar="BYTES",
+    ),
+    Option(
+        "--http2-initial-connection-window-size",
+        "http2.initial_connection_window_size",
+        whole_number,
+        "request body bytes a connection may send ahead of the apps",
+        metavar="BYTES",
+    ),
+    Option(
+        "--http2-max-frame-size",
+        "http2.max_frame_size",
+        whole_number,
+        "largest frame received",
+        metavar="BYTES",
+    ),
+    Option(
+        "--http2-max-headers-size",
+        "http2.max_headers_size",
+        whole_number,
+        "largest decoded header list of a request",
+        metavar="BYTES",
+    ),
+    Option(
+        "--http2-keep-alive-interval",
+        "http2.keep_alive_interval",
+        optional_seconds,
+        "send a PING after this many seconds of silence (unset: never)",
+    ),
+    Option(
+        "--http2-keep-alive-timeout",
+        "http2.keep_alive_timeout",
+        seconds,
+        "close the connection when a PING is not answered within this",
+    ),
+)
 GROUPS: tuple[tuple[str, tuple[Option, ...]], ...] = (
     ("app", APP_OPTIONS),
     ("binding", BINDING_OPTIONS),
     ("runtime", RUNTIME_OPTIONS),
     ("HTTP", HTTP_OPTIONS),
+    ("TLS", TLS_OPTIONS),
+    ("HTTP/2", HTTP2_OPTIONS),
     ("logging", LOGGING_OPTIONS),
     ("watchdog", WATCHDOG_OPTIONS),
     ("metrics", METRICS_OPTIONS),

@@ -21,12 +21,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from steadyloop import __version__
 from steadyloop.asgi.lifespan import Lifespan, LifespanFailed
 from steadyloop.asgi.types import ASGIApp
-from steadyloop.config import Config
+from steadyloop.config import Config, ConfigError
 from steadyloop.importing import AppLoadError, asgi2_to_asgi3, detect_interface, load_app
 from steadyloop.observe.access import AccessLog
 from steadyloop.observe.heartbeat import Heartbeat
@@ -40,11 +41,13 @@ from steadyloop.observe.watchdog import Watchdog
 from steadyloop.observe.words import counted
 from steadyloop.protocols.http1.connection import Http1Connection
 from steadyloop.protocols.shared import ServerState
+from steadyloop.protocols.tls import TlsGate
 from steadyloop.sdnotify import Notifier
 from steadyloop.server.fdlimit import DescriptorWatch
 from steadyloop.server.loops import new_event_loop
 from steadyloop.server.sockets import bind_sockets, describe
 from steadyloop.server.stats_sources import attach as attach_stats
+from steadyloop.server.tls import build_context
 from steadyloop.wsgi.bridge import WSGIBridge
 
 logger = logging.getLogger("steadyloop.error")
@@ -145,6 +148,13 @@ class Server:
         # One --threads for all sync work: the default executor and anyio's limiter (FastAPI
         # `def` endpoints), both instrumented; the WSGI bridge sizes its own pool the same.
         install_thread_pools(loop, config.threads, config.watchdog.block_threshold)
+        try:
+            # Built by every worker from the files on disk: a reload picks up renewed ones.
+            tls = build_context(config)
+        except ConfigError as exc:
+            logger.error("%s", exc)
+            self.exit_code = EXIT_STARTUP_FAILED
+            return False
         state = ServerState(config=config, app=self.app, loop=loop, access_log=self.access_log)
         if self.max_requests is not None:
             state.max_requests = self.max_requests
@@ -174,12 +184,16 @@ class Server:
 
         self.descriptors.install(loop)
         for sock in sockets:
-            # Where the server picks the protocol for a new connection.
-            server = await loop.create_server(
-                lambda: Http1Connection(state), sock=sock, backlog=config.backlog
-            )
+            # Where the server picks the protocol for a new connection. HTTP/1.1 hands over to
+            # HTTP/2 itself (ALPN "h2", the h2c preface, Upgrade: h2c).
+            factory: Callable[[], asyncio.BaseProtocol]
+            if tls is None:
+                factory = partial(Http1Connection, state)
+            else:
+                factory = partial(TlsGate, state, tls, partial(Http1Connection, state))
+            server = await loop.create_server(factory, sock=sock, backlog=config.backlog)
             self._servers.append(server)
-            self.addresses.append(describe(sock))
+            self.addresses.append(describe(sock, tls=tls is not None))
         self._housekeeping = loop.call_later(HOUSEKEEPING_INTERVAL, self._tick)
         for address in self.addresses:
             if self.is_worker:  # its supervisor said the version and how to quit

@@ -62,11 +62,11 @@ def _bind_unix(path: str, backlog: int) -> socket.socket:
     return sock
 
 
-def describe(sock: socket.socket) -> str:
+def describe(sock: socket.socket, *, tls: bool = False) -> str:
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         return f"unix:{name}"
     host, port = name[0], name[1]
     if sock.family == socket.AF_INET6:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{'https' if tls else 'http'}://{host}:{port}"

@@ -32,12 +32,13 @@ import socket
 import time
 from typing import Protocol
 
-from steadyloop.config import Config
+from steadyloop.config import Config, ConfigError
 from steadyloop.observe.heartbeat import Heartbeat
 from steadyloop.observe.metrics.shm import StatsSlot
 from steadyloop.observe.watchdog import DUMP_SIGNAL
 from steadyloop.observe.words import counted
 from steadyloop.sdnotify import Notifier
+from steadyloop.server.tls import build_context
 from steadyloop.supervisor.metrics_hub import MetricsHub, restart_reason
 from steadyloop.supervisor.process import Phase, Worker, describe_status, fork_worker
 from steadyloop.supervisor.signals import SignalPipe
@@ -214,6 +215,8 @@ class Supervisor:
             if self.stopping:
                 continue
             if sig == signal.SIGHUP:
+                if not self._certificate_ok():
+                    continue
                 logger.info(
                     "received SIGHUP: starting %s; the old ones stop once the new are ready",
                     counted(self.target, "new worker"),
@@ -225,6 +228,16 @@ class Supervisor:
             elif sig == getattr(signal, "SIGTTOU", None):
                 self.resize(self.target - 1, now)
                 logger.info("received SIGTTOU: %s wanted", counted(self.target, "worker"))
+
+    def _certificate_ok(self) -> bool:
+        """A HUP reload with a renewed certificate that does not load would only bring
+        workers that cannot boot: check it first, and keep the running workers if bad."""
+        try:
+            build_context(self.config)
+        except ConfigError as exc:
+            logger.error("SIGHUP ignored, the running workers stay: %s", exc)
+            return False
+        return True
 
     def reload(self, now: float) -> None:
         """A new generation: new workers boot, each ready one retires an old one."""

@@ -94,7 +94,6 @@ class FileWatcher:
                 from steadyloop.config import ConfigError
 
                 raise ConfigError(f"--reload-dir {d} is not a directory")
-        self.filter = flt
         self.watching = False  # the watcher process reported its watches in place
         self._buffer = b""
         read_fd, write_fd = os.pipe()

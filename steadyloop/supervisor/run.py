@@ -13,6 +13,7 @@ from steadyloop.observe.metrics.listener import bind
 from steadyloop.observe.words import counted
 from steadyloop.sdnotify import Notifier
 from steadyloop.server.sockets import bind_sockets, describe
+from steadyloop.server.tls import build_context
 from steadyloop.supervisor.arbiter import ChangeSource, Supervisor
 
 logger = logging.getLogger("steadyloop.error")
@@ -21,6 +22,9 @@ logger = logging.getLogger("steadyloop.error")
 def supervise(config: Config) -> int:
     """Serve with worker processes; returns the exit code for the process."""
     _check(config)
+    # The certificate and key, loaded once before forking: a bad file or password is one
+    # line here rather than every worker failing to boot.
+    build_context(config)
     pipeline = _setup_logging(config)
     sockets = None
     watcher: ChangeSource | None = None
@@ -33,9 +37,10 @@ def supervise(config: Config) -> int:
         w = config.worker
         if not w.reuse_port:
             sockets = bind_sockets(config)
-            where = ", ".join(describe(s) for s in sockets)
+            where = ", ".join(describe(s, tls=config.tls.enabled) for s in sockets)
         else:
-            where = f"http://{config.host}:{config.port} (SO_REUSEPORT, one socket per worker)"
+            scheme = "https" if config.tls.enabled else "http"
+            where = f"{scheme}://{config.host}:{config.port} (SO_REUSEPORT, one socket per worker)"
         if w.reload:
             from steadyloop.supervisor.reload import FileWatcher, ReloadFilter
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -55,6 +56,13 @@ async def fastapi_stream() -> StreamingResponse:
             await asyncio.sleep(0)
 
     return StreamingResponse(numbers(), media_type="text/plain")
+
+
+@fastapi_app.post("/upload")
+async def fastapi_upload(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    digest = hashlib.sha256(body).hexdigest()
+    return {"length": len(body), "sha256": digest, "http": request.scope["http_version"]}
 
 
 # -- Starlette ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:
 
 from bench import apps  # noqa: E402
 from bench.cases import CASES, VARIANTS, server_argv  # noqa: E402
+from bench.h2load import h2load_command, parse_h2load_output  # noqa: E402
 from bench.report import (  # noqa: E402
     CaseResult,
     VariantRuns,
@@ -315,7 +316,7 @@ def test_every_case_is_consistent() -> None:
         assert all(v in VARIANTS for v in case.variants), case.key
         assert hasattr(apps, case.app) or case.app == "fastapi_app", case.key
         for variant in case.variants:
-            argv = server_argv(variant, case, "127.0.0.1", 8123)
+            argv = server_argv(variant, case, "127.0.0.1", 8123, ("c.pem", "k.pem"))
             assert case.target in argv
             assert "8123" in " ".join(argv)
 
@@ -349,3 +350,37 @@ def test_command_lines() -> None:
     assert "127.0.0.1:9000" in gunicorn
     with pytest.raises(ValueError):
         server_argv("gunicorn", a64, "127.0.0.1", 9000)
+
+
+def test_tls_and_h2c_command_lines() -> None:
+    tls, h2c = CASES["tls"], CASES["h2c"]
+    certs = ("/tmp/c.pem", "/tmp/k.pem")
+    with pytest.raises(ValueError, match="certificate"):
+        server_argv("uvicorn", tls, "127.0.0.1", 9000)
+    for variant, cert_flag in (("steadyloop", "--ssl-certfile"), ("uvicorn", "--ssl-certfile"),
+                               ("granian", "--ssl-certificate")):
+        argv = server_argv(variant, tls, "127.0.0.1", 9000, certs)
+        assert argv[argv.index(cert_flag) + 1] == "/tmp/c.pem"
+        assert argv[argv.index("--ssl-keyfile") + 1] == "/tmp/k.pem"
+    granian = server_argv("granian", h2c, "127.0.0.1", 9000)
+    assert granian[granian.index("--http") + 1] == "2"
+    hypercorn = server_argv("hypercorn", h2c, "127.0.0.1", 9000)
+    assert "127.0.0.1:9000" in hypercorn and hypercorn[-1] == "bench.apps:hello"
+    assert h2load_command("http://h/", connections=16, streams=8, duration_s=3, cpu=1) == [
+        "taskset", "-c", "1", "h2load", "-t", "1", "-c", "16", "-m", "8", "-D", "3", "http://h/"]
+
+
+H2LOAD_REPORT = """starting benchmark...
+finished in 3.00s, 2640.33 req/s, 118.20KB/s
+requests: 7921 total, 8049 started, 7921 done, 7900 succeeded, 21 failed, 2 errored, 1 timeout
+status codes: 7900 2xx, 0 3xx, 21 4xx, 0 5xx
+"""
+
+
+def test_parse_h2load_report() -> None:
+    result = parse_h2load_output(H2LOAD_REPORT)
+    assert result.requests_per_s == 2640.33
+    assert (result.requests, result.non_2xx, result.socket_errors) == (7921, 21, 3)
+    assert result.p99_ms is None
+    with pytest.raises(WrkError):
+        parse_h2load_output("h2load: connection refused")

@@ -43,7 +43,6 @@ def test_trailers_stay_with_their_request_on_a_keep_alive_connection(server: Run
         (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
         (b"GE / HTTP/1.1\r\nHost: a\r\n\r\n", 501),
         (b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
     ],
     ids=[
         "host-trailer",
@@ -54,7 +53,6 @@ def test_trailers_stay_with_their_request_on_a_keep_alive_connection(server: Run
         "gzip-then-chunked",
         "unknown-token-method",
         "non-token-method",
-        "http2-preface",
     ],
 )
 def test_refused(server: RunningServer, data: bytes, status: int) -> None:

@@ -35,7 +35,9 @@ from steadyloop.http.parser import END_OF_MESSAGE, NEED_DATA, RequestHead, Reque
 from steadyloop.http.response import simple_response
 from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.protocols.http1.cycle import Http1Cycle
+from steadyloop.protocols.http2.connection import H2_PREFACE, start_http2
 from steadyloop.protocols.shared import ServerState
+from steadyloop.protocols.tls import tls_extension
 
 logger = logging.getLogger("steadyloop.error")
 
@@ -50,6 +52,7 @@ LINGER_BYTES = 1024 * 1024
 CLOSE_GRACE = 10.0
 # Pipelined bytes buffered while a response is in progress before reading pauses.
 PIPELINE_HIGH_WATER = 64 * 1024
+_SWITCHING_TO_H2C = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
 
 
 class Http1Connection(asyncio.Protocol):
@@ -63,6 +66,8 @@ class Http1Connection(asyncio.Protocol):
         "data_since",
         "done",
         "drain_waiter",
+        "extensions",
+        "fresh",
         "head_since",
         "idle_since",
         "lingering",
@@ -96,6 +101,8 @@ class Http1Connection(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.scheme = "http"
+        self.extensions = EXTENSIONS
+        self.fresh = True  # no byte received yet: the first ones may not be HTTP/1.1 at all
         self.proxy_trusted = False
         self.write_paused = False
         self.write_buffered = 0  # the transport's unsent bytes at the last sweep
@@ -120,6 +127,14 @@ class Http1Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
         self.write = transport.write  # type: ignore[attr-defined]
         state = self.state
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.scheme = "https"
+            if ssl_object.selected_alpn_protocol() == "h2":
+                start_http2(state, self.transport)
+                return
+            if state.config.tls.cert_reqs:  # mutual TLS: the app may want to know who calls
+                self.extensions = {**EXTENSIONS, "tls": tls_extension(ssl_object)}
         state.connections.add(self)
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
@@ -143,6 +158,10 @@ class Http1Connection(asyncio.Protocol):
                 self.transport.abort()
             return
         self.data_since = self.state.now
+        if self.fresh:
+            self.fresh = False
+            if self._not_http1(data):
+                return
         if self.cycle is None and self.head_since is None:
             # A new head starts arriving: it has --timeout-header-read to be complete.
             self.head_since = self.state.now
@@ -153,6 +172,33 @@ class Http1Connection(asyncio.Protocol):
             raise
         except BaseException:
             self._fatal("error while reading a request")
+
+    def _not_http1(self, data: bytes) -> bool:
+        """The first bytes of a connection: a TLS ClientHello or the HTTP/2 preface are not
+        HTTP/1.1. True when this connection is dealt with (closed, or handed over)."""
+        if data[:2] == b"\x16\x03" and self.scheme == "http":
+            # A TLS record header (RFC 8446 §5.1: handshake(22), legacy version 3.x).
+            logger.info("a TLS client reached a plain-HTTP port from %s: closed", _peer(self.client))
+            self.closing = True
+            self.transport.abort()
+            return True
+        if (
+            data[:3] == b"PRI"
+            and self.scheme == "http"
+            and self.state.config.http != "1"
+            and (data[:24] == H2_PREFACE or H2_PREFACE.startswith(data))
+        ):
+            # "PRI * HTTP/2.0": a client that knows we speak HTTP/2 (RFC 9113 §3.3).
+            self.state.connections.discard(self)
+            start_http2(self.state, self.transport, data)
+            return True
+        if self.state.config.http == "2":
+            logger.info("HTTP/1.1 from %s on an HTTP/2-only server (--http 2): closed", _peer(self.client))
+            self.closing = True
+            self.transport.write(simple_response(505, b"this server speaks HTTP/2 only\n"))
+            self.transport.close()
+            return True
+        return False
 
     def eof_received(self) -> bool | None:
         # A FIN from the client. A half-closing client that still reads looks the same as one
@@ -223,6 +269,8 @@ class Http1Connection(asyncio.Protocol):
 
     def _start_request(self, head: RequestHead) -> None:
         self.head_since = None
+        if head.upgrade and self._upgrade_to_h2c(head):
+            return
         state = self.state
         limit = state.config.limits.concurrency
         if limit is not None and state.tasks >= limit:
@@ -260,7 +308,7 @@ class Http1Connection(asyncio.Protocol):
             "query_string": query,
             "headers": headers,
             "state": state.lifespan_state.copy(),
-            "extensions": EXTENSIONS,
+            "extensions": self.extensions,
         }
         timed = state.access_log is not None or state.metrics is not None
         cycle = Http1Cycle(self, scope, head, time.perf_counter() if timed else 0.0)
@@ -283,6 +331,27 @@ class Http1Connection(asyncio.Protocol):
         state.tasks += 1
         INFLIGHT[task] = cycle
         task.add_done_callback(self._task_done)
+
+    def _upgrade_to_h2c(self, head: RequestHead) -> bool:
+        """`Upgrade: h2c` (RFC 7540 §3.2; RFC 9113 deprecates it, curl still asks): answer
+        101 and continue as HTTP/2, the request becoming stream 1. Only for a request
+        without a body, on cleartext; otherwise the request is served as HTTP/1.1."""
+        if self.scheme != "http" or self.state.config.http == "1" or head.content_length or head.chunked:
+            return False
+        tokens: list[bytes] = []
+        settings = None
+        for name, value in head.headers:
+            if name == b"upgrade":
+                tokens += [token.strip().lower() for token in value.split(b",")]
+            elif name == b"http2-settings":
+                settings = value
+        if b"h2c" not in tokens or settings is None:
+            return False
+        self.closing = True  # the HTTP/1.1 side of this connection is over
+        self.state.connections.discard(self)
+        self.transport.write(_SWITCHING_TO_H2C)
+        start_http2(self.state, self.transport, upgrade=(head, settings))
+        return True
 
     # -- called by the request cycle ---------------------------------------------------------
 

@@ -1,0 +1,229 @@
+"""One HTTP/2 stream as an ASGI request cycle: the response as HEADERS and DATA frames.
+
+The ASGI rules (message order, the request body, disconnects) are the base
+class's (`steadyloop.asgi.cycle.RequestCycle`). This class turns what the app
+sends into frames through the connection's `h2` engine, within HTTP/2 flow
+control: body the peer's windows do not allow yet waits in `pending`, and the
+app's `send()` waits for this stream's window, not for the whole connection.
+
+Request body flow control runs the other way: the stream window opens only
+as the app takes the body (`_take_body`), so a slow reader pauses its own
+stream; the connection window opens as DATA arrives while the connection's
+unread body stays within bounds (see `Http2Connection._on_data`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Protocol
+
+from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
+from steadyloop.asgi.types import Message
+
+# HTTP/1.1 connection-specific fields have no meaning in HTTP/2: "An endpoint MUST NOT
+# generate an HTTP/2 message containing connection-specific header fields" -- RFC 9113 §8.2.2
+_CONNECTION_FIELDS = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+FILE_CHUNK = 256 * 1024
+
+
+class Http2Owner(Protocol):
+    """What a stream needs from its HTTP/2 connection."""
+
+    loop: asyncio.AbstractEventLoop
+    done: asyncio.Future[None]
+    h2: Any  # h2.connection.H2Connection
+    write_paused: bool
+
+    def flush(self) -> None: ...
+    async def drain(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def response_complete(self, cycle: Any) -> None: ...
+    def body_taken(self, stream_id: int, size: int, more: bool) -> None: ...
+    def extra_headers(self) -> list[tuple[bytes, bytes]]: ...
+
+
+class Http2StreamCycle(RequestCycle):
+    conn: Http2Owner
+    stream_id = 0
+    pending = b""  # response body waiting for flow-control window
+    end_pending = False  # the body ends once `pending` is out
+    trailers_expected = False  # the app announced trailers (http.response.trailers)
+    trailers: list[tuple[bytes, bytes]] | None = None
+    stream_ended = False  # END_STREAM sent
+    window_waiter: asyncio.Future[None] | None = None
+    stalled_since = 0.0  # when pending output last moved (connection's coarse clock); 0: not stalled
+
+    # -- request body: flow control ---------------------------------------------------------
+
+    def _take_body(self) -> Message:
+        message = super()._take_body()
+        size = len(message["body"])
+        if size and not self.disconnected:
+            self.conn.body_taken(self.stream_id, size, not self.body_complete)
+        return message
+
+    # -- send ------------------------------------------------------------------------------
+
+    def send(self, message: Message) -> Any:
+        mtype = message["type"]
+        if mtype == "http.response.trailers":
+            if self.disconnected:
+                raise ClientDisconnected("client disconnected")
+            if not self.trailers_expected or self.response_complete or not self.end_pending:
+                raise RuntimeError("'http.response.trailers' sent out of order")
+            self.trailers = (self.trailers or []) + [
+                (bytes(name).lower(), bytes(value)) for name, value in message.get("headers", ())
+            ]
+            if not message.get("more_trailers", False):
+                self.trailers_expected = False
+                self.conn_flush()
+            return self._wait_window() if self.pending else self.conn.done
+        if mtype == "http.response.start" and message.get("trailers", False):
+            self.trailers_expected = True
+        return super().send(message)
+
+    def _send_continue(self) -> None:
+        if not self.head_written:
+            self.conn.h2.send_headers(self.stream_id, [(b":status", b"100")])
+            self.conn.flush()
+
+    def _write_head(self, end: bool) -> None:
+        status = self.status
+        headers: list[tuple[bytes, bytes]] = [(b":status", str(status).encode("ascii"))]
+        for name, value in self.response_headers:
+            name = bytes(name).lower()
+            if name in _CONNECTION_FIELDS:
+                continue
+            value = bytes(value)
+            # `find` rather than `in`: on CPython 3.11 `b"x" in data` first tries the argument
+            # as an integer and builds (then drops) a TypeError.
+            if value.find(b"\r") != -1 or value.find(b"\n") != -1 or value.find(b"\0") != -1:
+                raise RuntimeError(f"response header {name!r} contains CR, LF or NUL")
+            headers.append((name, value))
+        headers += self.conn.extra_headers()
+        self.head_written = True
+        self.conn.h2.send_headers(self.stream_id, headers, end_stream=end)
+        if end:
+            self.stream_ended = True
+
+    def _no_body(self) -> bool:
+        status = self.status
+        return self.is_head or status == 204 or status == 304 or status < 200
+
+    def _send_body(self, body: bytes, more: bool) -> bool:
+        if not self.head_written:
+            if self._no_body():
+                self._write_head(end=True)
+                self.conn.flush()
+                if not more:
+                    self._complete()
+                return False
+            self._write_head(end=not more and not body and not self.trailers_expected)
+            if self.stream_ended:
+                self.conn.flush()
+                self._complete()
+                return False
+        elif self.stream_ended:
+            if not more and not self.response_complete:
+                self._complete()  # a HEAD/204/304 response: its body is dropped
+            return False
+        if body:
+            self.bytes_sent += len(body)
+            self.pending = self.pending + body if self.pending else body
+        if not more:
+            self.end_pending = True
+        self.conn_flush()
+        return bool(self.pending) or self.conn.write_paused
+
+    def conn_flush(self) -> None:
+        self.send_pending()
+        self.conn.flush()
+
+    def send_pending(self) -> None:
+        """Send what the windows allow of `pending`; end the stream when all is out. Called
+        on the app's send and when the peer opens a window (WINDOW_UPDATE, SETTINGS)."""
+        h2 = self.conn.h2
+        sid = self.stream_id
+        pending = self.pending
+        if pending:
+            window = h2.local_flow_control_window(sid)
+            frame = h2.max_outbound_frame_size
+            view = memoryview(pending)
+            sent = 0
+            total = len(pending)
+            # The last frame carries END_STREAM when nothing else is to follow (no trailers).
+            last_ends = self.end_pending and not self.trailers_expected and not self.trailers
+            while sent < total and window > 0:
+                size = min(frame, window, total - sent)
+                end = last_ends and sent + size == total
+                h2.send_data(sid, view[sent : sent + size], end_stream=end)
+                sent += size
+                window -= size
+                if end:
+                    self.stream_ended = True
+            view.release()
+            self.pending = pending[sent:] if sent < len(pending) else b""
+            if sent:
+                self.stalled_since = 0.0  # the peer took bytes: progress (see --timeout-write)
+            if self.pending:
+                return
+        if self.end_pending and not self.trailers_expected and not self.response_complete:
+            if not self.stream_ended:
+                self.stream_ended = True
+                if self.trailers:
+                    h2.send_headers(sid, self.trailers, end_stream=True)
+                else:
+                    h2.end_stream(sid)
+            self._wake_window()
+            self._complete()
+        else:
+            self._wake_window()
+
+    def window_opened(self) -> None:
+        if self.pending or (self.end_pending and not self.stream_ended):
+            self.send_pending()
+
+    def _wake_window(self) -> None:
+        waiter = self.window_waiter
+        if waiter is not None:
+            self.window_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def on_disconnect(self) -> None:
+        super().on_disconnect()
+        self.pending = b""
+        self._wake_window()
+
+    async def _drain(self) -> None:
+        await self._wait_window()
+
+    async def _wait_window(self) -> None:
+        """Wait until this stream's pending body is out and the transport takes more."""
+        while self.pending and not self.disconnected:
+            waiter = self.window_waiter
+            if waiter is None:
+                waiter = self.window_waiter = self.conn.loop.create_future()
+            await waiter
+        await self.conn.drain()
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected")
+
+    async def _send_file(self, path: str) -> None:
+        """http.response.pathsend: the file as DATA frames, read on a pool thread."""
+        loop = self.conn.loop
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            left = size
+            while True:
+                chunk = await loop.run_in_executor(None, file.read, min(FILE_CHUNK, left)) if left else b""
+                left -= len(chunk)
+                more = bool(chunk) and left > 0
+                if self._send_body(chunk, more) or (not more and self.pending):
+                    await self._wait_window()
+                if not more:
+                    return
