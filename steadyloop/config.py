@@ -16,6 +16,9 @@ LoopChoice = Literal["auto", "uvloop", "asyncio"]
 LifespanChoice = Literal["auto", "on", "off"]
 InterfaceChoice = Literal["auto", "asgi3", "asgi2", "wsgi"]
 OverflowPolicy = Literal["drop", "block"]
+# uvicorn's --ws values, all accepted; every value but "none" runs the one engine we have.
+WebSocketChoice = Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"]
+WS_CHOICES = ("auto", "none", "websockets", "websockets-sansio", "wsproto")
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -77,6 +80,16 @@ class WorkerOptions:
 
 
 @dataclass(frozen=True)
+class WebSocketOptions:
+    engine: WebSocketChoice = "auto"  # "none": an upgrade request is served as plain HTTP
+    max_size: int = 16 * 1024 * 1024  # largest incoming message; 1009 beyond
+    max_queue: int = 32  # received messages the app has not taken before reading pauses
+    ping_interval: float | None = 20.0  # ping a peer silent this long; None: never
+    ping_timeout: float | None = 20.0  # close (1011) when the pong is this late; None: never
+    per_message_deflate: bool = True  # offer permessage-deflate (RFC 7692)
+
+
+@dataclass(frozen=True)
 class Config:
     app: Any = None  # "module:attr", an app object, or None for the demo app
     factory: bool = False
@@ -105,6 +118,7 @@ class Config:
     log: LogOptions = field(default_factory=LogOptions)
     watchdog: WatchdogOptions = field(default_factory=WatchdogOptions)
     worker: WorkerOptions = field(default_factory=WorkerOptions)
+    websocket: WebSocketOptions = field(default_factory=WebSocketOptions)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -169,6 +183,13 @@ def _validate(config: Config) -> None:
     wd = config.watchdog
     need(wd.block_threshold >= 0, "--block-threshold must not be negative")
     need(wd.block_dump_after >= 0, "--block-dump-after must not be negative")
+
+    ws = config.websocket
+    need(ws.engine in WS_CHOICES, f"--ws must be one of {', '.join(WS_CHOICES)}, not {ws.engine!r}")
+    need(ws.max_size >= 1, "--ws-max-size must be at least 1")
+    need(ws.max_queue >= 1, "--ws-max-queue must be at least 1")
+    need(ws.ping_interval is None or ws.ping_interval > 0, "--ws-ping-interval must be positive")
+    need(ws.ping_timeout is None or ws.ping_timeout > 0, "--ws-ping-timeout must be positive")
 
     w = config.worker
     need(w.workers >= 1, "--workers must be at least 1")

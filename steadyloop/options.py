@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from steadyloop.config import Config, ConfigError
+from steadyloop.config import WS_CHOICES, Config, ConfigError
 
 
 def _bool(text: str) -> bool:
@@ -233,6 +233,46 @@ OPTIONS: tuple[Option, ...] = (
         "extra response header NAME:VALUE (repeatable)",
         "many",
         metavar="NAME:VALUE",
+    ),
+    # WebSocket
+    Option(
+        "--ws",
+        "websocket.engine",
+        str,
+        "WebSocket support (default auto); none serves upgrade requests as plain HTTP. "
+        "uvicorn's engine names are accepted; all run the websockets sans-I/O engine",
+        choices=WS_CHOICES,
+    ),
+    Option(
+        "--ws-max-size",
+        "websocket.max_size",
+        int,
+        "largest incoming WebSocket message in bytes; closed with 1009 beyond (default 16 MiB)",
+    ),
+    Option(
+        "--ws-max-queue",
+        "websocket.max_queue",
+        int,
+        "received WebSocket messages held for the app before reading pauses (default 32)",
+    ),
+    Option(
+        "--ws-ping-interval",
+        "websocket.ping_interval",
+        _optional_float,
+        "ping a WebSocket peer silent this many seconds; none: never (default 20)",
+    ),
+    Option(
+        "--ws-ping-timeout",
+        "websocket.ping_timeout",
+        _optional_float,
+        "close a WebSocket (1011) whose pong is this many seconds late; none: never (default 20)",
+    ),
+    Option(
+        "--ws-per-message-deflate",
+        "websocket.per_message_deflate",
+        _bool,
+        "offer permessage-deflate compression to WebSocket clients (default on)",
+        "switch",
     ),
     # Logging
     Option(

@@ -30,6 +30,7 @@ from steadyloop.http.errors import ProtocolError
 from steadyloop.http.parser import END_OF_MESSAGE, NEED_DATA, RequestHead, RequestParser
 from steadyloop.http.response import simple_response
 from steadyloop.observe.inflight import INFLIGHT
+from steadyloop.protocols import websocket
 from steadyloop.protocols.http1.cycle import Http1Cycle
 from steadyloop.protocols.shared import ServerState
 
@@ -243,6 +244,8 @@ class Http1Connection(asyncio.Protocol):
             "state": state.lifespan_state.copy(),
             "extensions": EXTENSIONS,
         }
+        if head.upgrade and self._upgrade(head, scope):
+            return
         cycle = Http1Cycle(self, scope, head, time.perf_counter() if state.access_log else 0.0)
         self.cycle = cycle
         if state.shutting_down:  # served in the last call: say the connection ends with it
@@ -262,6 +265,36 @@ class Http1Connection(asyncio.Protocol):
         state.tasks += 1
         INFLIGHT[task] = cycle
         task.add_done_callback(self._task_done)
+
+    def _upgrade(self, head: RequestHead, scope: dict[str, Any]) -> bool:
+        """An Upgrade request (RFC 9110 §7.8): hand the connection to the protocol it names,
+        if we speak it. False: serve it as plain HTTP (the app sees an ordinary request and
+        the connection closes after it)."""
+        state = self.state
+        if state.config.websocket.engine != "none" and websocket.is_websocket_upgrade(head):
+            try:
+                websocket.upgrade(
+                    state,
+                    self.transport,
+                    head,
+                    scope,
+                    self.client,
+                    self.parser.upgrade_data,
+                    self.read_paused,
+                    self.write_paused,
+                )
+            except websocket.HandshakeRefused as exc:
+                logger.info(
+                    "refused a WebSocket handshake from %s: %d %s", _peer(self.client), exc.status, exc.reason
+                )
+                self.transport.write(exc.response())
+                self.close()
+                return True
+            # The socket is the WebSocket's now: this object only has to let go.
+            self.closing = True
+            state.connections.discard(self)
+            return True
+        return False
 
     # -- called by the request cycle ---------------------------------------------------------
 
