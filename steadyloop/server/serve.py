@@ -147,6 +147,8 @@ class Server:
             self._servers.append(server)
             self.addresses.append(describe(sock))
         self._housekeeping = loop.call_later(HOUSEKEEPING_INTERVAL, self._tick)
+        if config.websocket.engine == "wsproto":
+            logger.info("--ws wsproto: served by the websockets sans-I/O engine, steadyloop's only one")
         for address in self.addresses:
             logger.info("steadyloop serving on %s (pid %d)", address, os.getpid())
         # Everything alive now (the app, its framework, their modules) lives as long as the
