@@ -371,3 +371,43 @@ def test_permessage_deflate_is_negotiated_with_window_and_takeover_parameters() 
             assert (b"sec-websocket-extensions" in head) is expected
         finally:
             harness.close()
+
+
+def test_frames_split_anyhow_and_run_together_are_read_the_same() -> None:
+    stream = (
+        frame(Opcode.TEXT, b"one")  # the common frame, read by hand
+        + frame(Opcode.PING, b"p")  # a control frame, read by the engine
+        + frame(Opcode.BINARY, b"b" * 300)  # a 16-bit length, the engine
+        + frame(Opcode.TEXT, b"fr", fin=False)
+        + frame(Opcode.CONT, b"ag")  # a fragmented message, the engine
+        + frame(Opcode.TEXT, b"two")
+    )
+    # The pong is written at once; echoes come from the app's task, in order.
+    expected = [
+        (Opcode.PONG, b"p"),
+        (Opcode.TEXT, b"one"),
+        (Opcode.BINARY, b"b" * 300),
+        (Opcode.TEXT, b"frag"),
+        (Opcode.TEXT, b"two"),
+    ]
+    for pieces in ([stream], [stream[i : i + 1] for i in range(len(stream))], [stream[:7], stream[7:]]):
+        harness, ws, _transport, peer = opened()
+        try:
+            for piece in pieces:
+                ws.data_received(piece)
+            harness.settle()
+            frames = [(f.opcode, f.data) for f in peer.frames()]
+            assert sorted(frames, key=lambda f: f[0] != Opcode.PONG) == expected
+        finally:
+            harness.close()
+
+
+def test_a_frame_declaring_more_than_max_size_is_refused_from_its_head() -> None:
+    harness, ws, _transport, peer = opened(ws_max_size=1000)
+    try:
+        head = bytes([0x82, 0xFF]) + (2**40).to_bytes(8, "big") + b"mask"  # 1 TiB announced
+        harness.feed(ws, head + b"x" * 10)
+        (closing,) = peer.frames()
+        assert Close.parse(closing.data).code == 1009
+    finally:
+        harness.close()

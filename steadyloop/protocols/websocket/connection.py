@@ -42,6 +42,13 @@ from steadyloop.http.parser import RequestHead
 from steadyloop.http.response import build_head, simple_response
 from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.protocols.shared import ServerState
+from steadyloop.protocols.websocket.framing import (
+    FAST_BINARY,
+    FAST_TEXT,
+    apply_mask,
+    frame_size,
+    server_frame,
+)
 from steadyloop.protocols.websocket.handshake import accept_head
 
 logger = logging.getLogger("steadyloop.error")
@@ -96,6 +103,9 @@ class WebSocketConnection(asyncio.Protocol):
         self.receive_waiter: asyncio.Future[None] | None = None
         self.disconnect: Message | None = None  # set once the session is over for the app
         self.early = b""  # bytes received before the app accepted
+        self.inbuf = b""  # the start of a frame whose rest has not arrived
+        self.max_size = options.max_size
+        self.fast = False  # read and write common frames here (no extension in use)
         self.read_paused = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
@@ -146,8 +156,7 @@ class WebSocketConnection(asyncio.Protocol):
                     self.pause_reading()
             return  # RESPONSE, CLOSED: nothing more is read
         try:
-            self.engine.receive_data(data)
-            self._process()
+            self._read_frames(data)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException:
@@ -187,6 +196,60 @@ class WebSocketConnection(asyncio.Protocol):
                 waiter.set_result(None)
 
     # -- frames in ---------------------------------------------------------------------------
+
+    def _read_frames(self, data: bytes) -> None:
+        """Cut the bytes into whole frames: the common one is read here (framing.py says
+        why), every other goes to the engine, whole, so that the engine is always between
+        frames when a frame is read here."""
+        engine = self.engine
+        if self.inbuf:
+            data = self.inbuf + data
+            self.inbuf = b""
+        if engine.close_rcvd is not None or engine.parser_exc is not None:
+            engine.receive_data(data)  # the engine discards what follows a close or a failure
+            self._process()
+            return
+        pos = 0
+        end = len(data)
+        while pos < end:
+            size = frame_size(data, pos)
+            if size < 0 or pos + size > end:
+                if size > self.max_size + 14:
+                    # Longer than any frame we accept: the engine refuses it from its head (1009)
+                    # rather than us buffering it.
+                    engine.receive_data(data[pos:])
+                    self._process()
+                    return
+                self.inbuf = data[pos:]  # the rest of this frame is still on its way
+                return
+            first = data[pos]
+            second = data[pos + 1]
+            if (
+                self.fast
+                and first in (FAST_TEXT, FAST_BINARY)
+                and 0x80 <= second < 0xFE  # MASK set, a 7-bit length (not 126 or 127)
+                and size - 6 <= self.max_size
+                and engine.current_size is None  # not inside a fragmented message
+            ):
+                payload = apply_mask(data[pos + 6 : pos + size], data[pos + 2 : pos + 6])
+                if first == FAST_TEXT:
+                    try:
+                        text = payload.decode()
+                    except UnicodeDecodeError:
+                        self._fail(1007, "invalid UTF-8 in a text message")
+                        return
+                    self._deliver({"type": "websocket.receive", "text": text})
+                else:
+                    self._deliver({"type": "websocket.receive", "bytes": payload})
+            else:
+                engine.receive_data(data[pos : pos + size])
+                self._process()
+                if engine.close_rcvd is not None or engine.parser_exc is not None:
+                    if pos + size < end:
+                        engine.receive_data(data[pos + size :])
+                        self._process()
+                    return
+            pos += size
 
     def _process(self) -> None:
         engine = self.engine
@@ -352,13 +415,23 @@ class WebSocketConnection(asyncio.Protocol):
                 raise ClientDisconnected("the WebSocket is closed")
             text = message.get("text")
             if text is not None:
-                self.engine.send_text(text.encode())
+                payload = text.encode()
+                first = FAST_TEXT
             else:
-                data = message.get("bytes")
-                if data is None:
+                payload = message.get("bytes")
+                if payload is None:
                     raise RuntimeError("websocket.send needs 'text' or 'bytes'")
-                self.engine.send_binary(data)
-            self._flush()
+                first = FAST_BINARY
+            if self.fast:  # no extension in use: the frame is the payload and a short head
+                frame = server_frame(first, payload)
+                self.transport.write(frame)
+                self.bytes_sent += len(frame)
+            else:
+                if first == FAST_TEXT:
+                    self.engine.send_text(payload)
+                else:
+                    self.engine.send_binary(payload)
+                self._flush()
             if self.write_paused:
                 return self._drain()
         elif mtype == "websocket.accept":
@@ -398,6 +471,7 @@ class WebSocketConnection(asyncio.Protocol):
             self.key, message.get("subprotocol"), response, headers, self.state.head_extra_block
         )
         self.engine.extensions = extensions
+        self.fast = not extensions
         self.transport.write(head)
         self.status = 101
         self.response_headers = headers
