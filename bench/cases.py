@@ -67,6 +67,9 @@ class Case:
     workers: int = 1
     pipeline: int = 0  # requests per write; 0 = no pipelining
     pinned: bool = True  # server on CPU 0, wrk on CPU 1
+    # "http": loaded with wrk; "ws": WebSocket echo, loaded with bench/wsload.py, and the
+    # numbers are messages/s rather than requests/s.
+    kind: str = "http"
 
     @property
     def target(self) -> str:
@@ -97,6 +100,8 @@ CASES: dict[str, Case] = {
              _WSGI_PEERS, "gunicorn", _HELLO, interface="wsgi"),
         Case("f10k", "WSGI 10 KiB response, 64 connections", "wsgi_ten_kb", "/", 64,
              _WSGI_PEERS, "gunicorn", _TEN_KB, interface="wsgi"),
+        Case("ws", "WebSocket echo of a 64-byte text message, 32 connections (messages/s)",
+             "ws_echo", "/", 32, _ASGI_PEERS, "uvicorn", _HELLO, kind="ws"),
         Case("g", "watchdog overhead: raw ASGI hello world, 64 connections", "hello", "/", 64,
              ("steadyloop", "steadyloop-nowd"), "steadyloop-nowd", _HELLO),
     )
@@ -137,6 +142,8 @@ def server_argv(variant: str, case: Case, host: str, port: int) -> list[str]:
         argv = [py, "-m", "uvicorn", case.target, "--host", host, "--port", str(port),
                 "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                 "--log-level", "warning"]
+        if case.kind == "ws":
+            argv += ["--ws", "websockets-sansio"]  # its fastest WebSocket engine
         if case.workers != 1:
             argv += ["--workers", str(case.workers)]
         return argv
@@ -148,8 +155,8 @@ def server_argv(variant: str, case: Case, host: str, port: int) -> list[str]:
         # within noise of it).
         argv = [_script("granian"), "--interface", case.interface, "--host", host,
                 "--port", str(port), "--workers", str(case.workers), "--http", "1",
-                "--no-ws", "--loop", "uvloop", "--runtime-mode", "st",
-                "--no-access-log", "--log-level", "warning"]
+                "--ws" if case.kind == "ws" else "--no-ws", "--loop", "uvloop",
+                "--runtime-mode", "st", "--no-access-log", "--log-level", "warning"]
         if case.pipeline:
             # Its (experimental) write aggregation for pipelined responses:
             # about 15% more requests/s on case d here, and no use elsewhere.

@@ -225,6 +225,10 @@ def bars(cases: Sequence[CaseResult]) -> list[str]:
     if c is not None and c.ratio is not None:
         out.append(f"c: steadyloop {fmt_ratio(c.ratio)} uvicorn's requests/s on FastAPI "
                    f"(bar: at least 1.00x): {'met' if c.ratio >= 1.0 else 'NOT met'}")
+    ws = _summary(cases, "ws", "steadyloop")
+    if ws is not None and ws.ratio is not None:
+        out.append(f"ws: steadyloop {fmt_ratio(ws.ratio)} uvicorn's WebSocket messages/s "
+                   f"(bar: at least 1.30x): {'met' if ws.ratio >= 1.3 else 'NOT met'}")
     g = _summary(cases, "g", "steadyloop")
     if g is not None and g.ratio is not None:
         overhead = 1 - g.ratio
