@@ -411,3 +411,19 @@ def test_a_frame_declaring_more_than_max_size_is_refused_from_its_head() -> None
         assert Close.parse(closing.data).code == 1009
     finally:
         harness.close()
+
+
+def test_a_session_accepted_during_shutdown_closes_with_1012_right_after_the_101() -> None:
+    harness = Harness(echo)
+    try:
+        harness.state.shutting_down = True
+        conn, transport = harness.connect()
+        harness.feed(conn, handshake())
+        head, _, rest = transport.take().partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 ")
+        transport.written += rest
+        (closing,) = Peer(transport).frames()
+        assert Close.parse(closing.data).code == 1012
+        assert heard[-1]["type"] == "websocket.disconnect" and heard[-1]["code"] == 1012
+    finally:
+        harness.close()

@@ -132,6 +132,9 @@ class WebSocketConnection(asyncio.Protocol):
         self.transport.set_protocol(self)
         self.read_paused = read_paused
         self.write_paused = write_paused
+        # A handshake served in shutdown's last call: the server's sweep of open sessions
+        # is over, so this one closes (1012) as soon as the app accepts.
+        self.shutdown_requested = state.shutting_down
         if early:
             self.data_received(early)
         try:
