@@ -180,9 +180,14 @@ def test_permessage_deflate_on_and_off(deflate: bool) -> None:
 
 
 def test_a_thousand_idle_sockets_stay_open_at_once(server: RunningServer) -> None:
+    # Client and server ends of 1,000 sockets live in this one process.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 4096:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    if hard != resource.RLIM_INFINITY and hard < 2200:
+        pytest.skip(f"the hard file limit ({hard}) is below the 2,200 descriptors this needs")
+    if soft != resource.RLIM_INFINITY and soft < 4096:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (4096 if hard == resource.RLIM_INFINITY else min(4096, hard), hard)
+        )
 
     async def session() -> int:
         sockets = await asyncio.gather(

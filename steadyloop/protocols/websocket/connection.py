@@ -23,7 +23,6 @@ handshake's deadline are checked by the server's housekeeping sweep
 from __future__ import annotations
 
 import asyncio
-import codecs
 import logging
 import time
 from collections import deque
@@ -50,6 +49,7 @@ from steadyloop.protocols.websocket.framing import (
     server_frame,
 )
 from steadyloop.protocols.websocket.handshake import accept_head
+from steadyloop.protocols.websocket.messages import Fragments, receive_message
 
 logger = logging.getLogger("steadyloop.error")
 # The engine logs "connection closed" at INFO for every socket: noise in a server's log.
@@ -103,15 +103,14 @@ class WebSocketConnection(asyncio.Protocol):
         self.receive_waiter: asyncio.Future[None] | None = None
         self.disconnect: Message | None = None  # set once the session is over for the app
         self.early = b""  # bytes received before the app accepted
-        self.inbuf = b""  # the start of a frame whose rest has not arrived
+        self.inbuf = bytearray()  # the start of a frame whose rest has not arrived
+        self.inbuf_need = 0  # the whole frame's size, once its head is here
         self.max_size = options.max_size
         self.fast = False  # read and write common frames here (no extension in use)
         self.read_paused = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
-        self.fragments: list[Any] = []  # pieces of a fragmented message (str or bytes)
-        self.decoder: codecs.IncrementalDecoder | None = None  # set for a fragmented text message
-        self.fragment_bytes = 0
+        self.fragments: Fragments | None = None  # a fragmented message in progress
         self.last_seen = state.now  # when the peer last sent anything (housekeeping clock)
         self.ping_sent_at = 0.0
         self.closing_since = 0.0  # our close frame or EOF went out; the peer must finish
@@ -205,9 +204,13 @@ class WebSocketConnection(asyncio.Protocol):
         why), every other goes to the engine, whole, so that the engine is always between
         frames when a frame is read here."""
         engine = self.engine
-        if self.inbuf:
-            data = self.inbuf + data
-            self.inbuf = b""
+        inbuf = self.inbuf
+        if inbuf:
+            inbuf += data
+            if len(inbuf) < self.inbuf_need:
+                return  # a large frame still arriving: append, do not re-read its head
+            data = bytes(inbuf)
+            self.inbuf = bytearray()
         if engine.close_rcvd is not None or engine.parser_exc is not None:
             engine.receive_data(data)  # the engine discards what follows a close or a failure
             self._process()
@@ -223,7 +226,8 @@ class WebSocketConnection(asyncio.Protocol):
                     engine.receive_data(data[pos:])
                     self._process()
                     return
-                self.inbuf = data[pos:]  # the rest of this frame is still on its way
+                self.inbuf = bytearray(data[pos:])  # the rest of this frame is on its way
+                self.inbuf_need = size  # -1 while the head itself is incomplete
                 return
             first = data[pos]
             second = data[pos + 1]
@@ -235,15 +239,11 @@ class WebSocketConnection(asyncio.Protocol):
                 and engine.current_size is None  # not inside a fragmented message
             ):
                 payload = apply_mask(data[pos + 6 : pos + size], data[pos + 2 : pos + 6])
-                if first == FAST_TEXT:
-                    try:
-                        text = payload.decode()
-                    except UnicodeDecodeError:
-                        self._fail(1007, "invalid UTF-8 in a text message")
-                        return
-                    self._deliver({"type": "websocket.receive", "text": text})
-                else:
-                    self._deliver({"type": "websocket.receive", "bytes": payload})
+                try:
+                    self._deliver(receive_message(first == FAST_TEXT, payload))
+                except UnicodeDecodeError:
+                    self._fail(1007, "invalid UTF-8 in a text message")
+                    return
             else:
                 engine.receive_data(data[pos : pos + size])
                 self._process()
@@ -259,26 +259,22 @@ class WebSocketConnection(asyncio.Protocol):
         # Past the handshake a server's engine yields frames only.
         for frame in cast("list[Frame]", engine.events_received()):
             opcode = frame.opcode
-            if opcode is _TEXT or opcode is _BINARY:
-                if frame.fin:
-                    message: Message
-                    if opcode is _TEXT:
-                        try:
-                            message = {"type": "websocket.receive", "text": str(frame.data, "utf-8")}
-                        except UnicodeDecodeError:
-                            self._fail(1007, "invalid UTF-8 in a text message")
-                            return
+            if opcode is _TEXT or opcode is _BINARY or opcode is _CONT:
+                try:
+                    if opcode is _CONT:
+                        assert self.fragments is not None  # the engine checked the order
+                        message = self.fragments.add(frame.data, frame.fin)
+                    elif frame.fin:
+                        message = receive_message(opcode is _TEXT, frame.data)
                     else:
-                        message = {"type": "websocket.receive", "bytes": bytes(frame.data)}
+                        self.fragments = Fragments(opcode is _TEXT)
+                        message = self.fragments.add(frame.data, False)
+                except UnicodeDecodeError:
+                    self._fail(1007, "invalid UTF-8 in a text message")
+                    return
+                if message is not None:
+                    self.fragments = None
                     self._deliver(message)
-                    continue
-                if opcode is _TEXT:
-                    self.decoder = codecs.getincrementaldecoder("utf-8")()
-                if not self._add_fragment(frame.data, False):
-                    return
-            elif opcode is _CONT:
-                if not self._add_fragment(frame.data, frame.fin):
-                    return
             elif opcode is _CLOSE:
                 received = engine.close_rcvd
                 assert received is not None
@@ -293,31 +289,6 @@ class WebSocketConnection(asyncio.Protocol):
         self._flush()
         if engine.parser_exc is not None:  # a protocol error: the engine has failed the connection
             self._failed(engine)
-
-    def _add_fragment(self, data: bytes | bytearray | memoryview, fin: bool) -> bool:
-        """One piece of a fragmented message; False when the connection failed on it."""
-        decoder = self.decoder
-        if decoder is not None:
-            # "When an endpoint is to interpret a byte stream as UTF-8 but finds that the byte
-            # stream is not, in fact, a valid UTF-8 stream, that endpoint MUST _Fail the
-            # WebSocket Connection_" -- RFC 6455 §8.1; checked per fragment, so that a bad
-            # message fails as early as possible.
-            try:
-                self.fragments.append(decoder.decode(data, fin))
-            except UnicodeDecodeError:
-                self._fail(1007, "invalid UTF-8 in a text message")
-                return False
-        else:
-            self.fragments.append(bytes(data))
-        if fin:
-            fragments = self.fragments
-            self.fragments = []
-            if decoder is not None:
-                self.decoder = None
-                self._deliver({"type": "websocket.receive", "text": "".join(fragments)})
-            else:
-                self._deliver({"type": "websocket.receive", "bytes": b"".join(fragments)})
-        return True
 
     def _deliver(self, message: Message) -> None:
         messages = self.messages
