@@ -155,6 +155,10 @@ def test_the_peer_closing_gives_the_app_its_code_and_reason_and_an_echoed_close(
         assert Close.parse(reply.data) == Close(4000, "bye")
         assert heard[-1] == {"type": "websocket.disconnect", "code": 4000, "reason": "bye"}
         assert transport.eof_written
+        assert harness.state.requests == 0
+        transport.close()  # the peer closes its side too
+        harness.settle()
+        assert harness.state.requests == 1 and not harness.state.connections  # counted once
     finally:
         harness.close()
 

@@ -179,8 +179,10 @@ class WebSocketConnection(asyncio.Protocol):
             self.close_code = 1006  # "closed abnormally, without a Close frame" -- RFC 6455 §7.1.5
         self._end_for_app(1006, "")
         self._wake_drain()
-        if state.access_log is not None and self.status:
-            self._log_access()
+        if self.status:  # the handshake was answered: a request served, like any other
+            state.request_done()
+            if state.access_log is not None:
+                self._log_access()
         state.check_idle()
 
     def pause_writing(self) -> None:
