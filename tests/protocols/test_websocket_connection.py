@@ -431,3 +431,35 @@ def test_a_session_accepted_during_shutdown_closes_with_1012_right_after_the_101
         assert heard[-1]["type"] == "websocket.disconnect" and heard[-1]["code"] == 1012
     finally:
         harness.close()
+
+
+def test_a_client_gone_before_accept_makes_accept_raise_oserror_not_an_app_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gate = asyncio.Event()
+
+    async def late_accept(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await gate.wait()
+        try:
+            await send({"type": "websocket.accept"})
+        except OSError:
+            heard.append("accept raised OSError")
+            raise
+        finally:
+            heard.append(await receive())
+
+    harness = Harness(late_accept)
+    try:
+        conn, transport = harness.connect()
+        harness.feed(conn, handshake())
+        transport.close()  # the client leaves while the app decides
+        harness.settle()
+        harness.loop.call_soon(gate.set)
+        harness.settle()
+        assert heard[0] == "accept raised OSError"
+        assert heard[1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+        assert "Exception in application" not in caplog.text
+        assert harness.state.tasks == 0 and harness.state.requests == 0
+    finally:
+        harness.close()

@@ -410,6 +410,10 @@ class WebSocketConnection(asyncio.Protocol):
                 self._flush()
             if self.write_paused:
                 return self._drain()
+        elif self.phase == CLOSED and mtype != "websocket.close":
+            # The client left before the handshake was answered: nothing the app did wrong,
+            # and (ASGI 2.4) sending on a closed connection raises an OSError.
+            raise ClientDisconnected("the WebSocket is closed")
         elif mtype == "websocket.accept":
             self._accept(message)
         elif mtype == "websocket.close":
