@@ -179,6 +179,28 @@ def test_permessage_deflate_on_and_off(deflate: bool) -> None:
             assert negotiated is None
 
 
+@pytest.mark.parametrize("compression", ["deflate", None])
+def test_every_frame_length_class_round_trips_whole_and_fragmented(compression: str | None) -> None:
+    # 7-bit, 16-bit and 64-bit payload lengths (RFC 6455 §5.2) on both sides of each boundary,
+    # as one frame and as fragments, text and binary, with and without permessage-deflate.
+    sizes = [0, 1, 125, 126, 127, 65535, 65536, 100_000]
+    with running_server(websocket_apps.app) as srv:
+
+        async def session() -> None:
+            async with connect(url(srv, "/echo"), compression=compression, max_size=None) as ws:
+                for size in sizes:
+                    text = "é" * (size // 2) + "a" * (size % 2)
+                    await ws.send(text)
+                    assert await ws.recv() == text
+                    data = os.urandom(size)
+                    await ws.send(data)
+                    assert await ws.recv() == data
+                    await ws.send([data[: size // 3], data[size // 3 :], b""])
+                    assert await ws.recv() == data
+
+        run(session())
+
+
 def test_a_thousand_idle_sockets_stay_open_at_once(server: RunningServer) -> None:
     # Client and server ends of 1,000 sockets live in this one process.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
