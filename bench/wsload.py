@@ -47,7 +47,8 @@ class EchoClient(asyncio.Protocol):
         self.head = b""
         self.sent_at = 0.0
         self.counting = False
-        self.count = 0
+        self.count = 0  # echoes while counting (the measured window)
+        self.echoed = 0  # every echo, warm-up included
         self.latencies: list[float] = []
         self.transport: asyncio.Transport | None = None
 
@@ -71,6 +72,7 @@ class EchoClient(asyncio.Protocol):
         while self.buffered >= self.reply_size:
             self.buffered -= self.reply_size
             now = time.perf_counter()
+            self.echoed += 1
             if self.counting:
                 self.count += 1
                 if self.count % 16 == 0:  # a latency sample now and then is enough
@@ -118,9 +120,17 @@ async def main(
     return {
         "messages_per_s": total / elapsed,
         "messages": total,
+        "echoed": sum(c.echoed for c in clients),
         "p50_ms": statistics.median(latencies) * 1000 if latencies else None,
         "p99_ms": p99,
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cli() -> None:
@@ -131,6 +141,11 @@ def cli() -> None:
     parser.add_argument("--size", type=int, default=64, help="message bytes (under 126)")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        help="also report this server process's CPU time per message (load-independent-ish)",
+    )
     args = parser.parse_args()
     if not 0 < args.size < 126:
         parser.error("--size must be 1..125")
@@ -140,7 +155,12 @@ def cli() -> None:
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
+    cpu_before = cpu_seconds(args.server_pid) if args.server_pid else 0.0
     result = runner(main(args.host, args.port, args.connections, args.size, args.duration, args.warmup))
+    if args.server_pid and result["echoed"]:
+        # CPU time over the whole run (handshakes and warm-up too), over every echo.
+        spent = cpu_seconds(args.server_pid) - cpu_before
+        result["server_cpu_us_per_message"] = spent * 1e6 / (result["echoed"] or 1)
     print(json.dumps(result))
 
 
