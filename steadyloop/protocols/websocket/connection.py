@@ -1,13 +1,15 @@
 """One WebSocket session on the event loop: frames from the socket to the ASGI app and back.
 
 Http1Connection hands the socket over after a valid opening handshake request
-(`start_session`); from then on this object is the transport's protocol and the
-connection in `ServerState.connections`. The app runs as one task with the
-`websocket` scope:
+(`protocols.websocket.upgrade`); from then on this object is the transport's
+protocol and the connection in `ServerState.connections`. The app runs as one
+task with the `websocket` scope:
 
-    bytes -> engine (websockets' sans-I/O Protocol: frames, masks, deflate, close rules)
-          -> frames assembled into messages -> bounded queue -> app's receive()
-    app's send() -> engine -> frame bytes -> transport.write
+    bytes -> whole frames -> the common small data frame read here (framing.py),
+                             any other through the engine (websockets' sans-I/O
+                             Protocol: checks, pings, deflate, close rules)
+          -> messages (messages.py) -> bounded queue -> app's receive()
+    app's send() -> frame bytes (by hand, or the engine's with deflate) -> transport.write
 
 Phases, as the app sees them:
 
@@ -60,7 +62,9 @@ HANDSHAKE, OPEN, RESPONSE, CLOSING, CLOSED = range(5)
 _TEXT, _BINARY, _CONT, _CLOSE, _PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.CLOSE, Opcode.PONG
 # After our close frame (or EOF), how long the peer has to finish the closing handshake.
 CLOSE_TIMEOUT = 10.0
-# Bytes a client sends before our 101 (it must not -- RFC 6455 §4.1) kept at most.
+# Bytes kept from a client that sends before our 101, which it must not: "Once the client's
+# opening handshake has been sent, the client MUST wait for a response from the server before
+# sending any further data" -- RFC 6455 §4.1. Past this, reading pauses.
 EARLY_DATA_LIMIT = 64 * 1024
 # "1012 indicates that the service is restarted. A client may reconnect" -- IANA WebSocket
 # Close Code registry. Said on every graceful stop: a stopping worker is, for its clients, a
