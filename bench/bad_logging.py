@@ -4,7 +4,7 @@
     .venv/bin/python bench/bad_logging.py --servers steadyloop --sinks stalled --duration 8
 
 The demo app (`steadyloop.demo:app`: `/async` logs on the loop, `/sync` logs on a
-worker thread, `/health` answers at once) is served by each server with its
+pool thread, `/health` answers at once) is served by each server with its
 defaults (access log on, log level info), the server pinned to CPU 0 and wrk to
 CPU 1. The server's stdout, where the app's logger and the access log write,
 goes to one of three sinks:

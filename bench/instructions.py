@@ -16,6 +16,7 @@ start-up and shutdown.
     python bench/instructions.py                         # steadyloop and uvicorn, raw ASGI hello
     python bench/instructions.py --servers steadyloop --app bench.apps:hello
     python bench/instructions.py --app bench.apps:fastapi_app --path /json
+    python bench/instructions.py --connections 256     # does cost grow with open connections?
 
 Needs valgrind (apt-get install valgrind). Takes about a minute per server.
 """
@@ -80,18 +81,19 @@ def _response_length(head: bytes) -> int:
     raise SystemExit("the app must answer with a Content-Length (the client counts bytes)")
 
 
-def drive(port: int, requests: int, path: str, deadline: float) -> None:
-    """Send `requests` GETs over CONNECTIONS keep-alive connections, one in flight on each."""
+def drive(port: int, requests: int, path: str, deadline: float, connections: int) -> int:
+    """Send at least `requests` GETs over `connections` keep-alive connections, one in flight
+    on each; returns how many were sent."""
     while True:
         try:
-            socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(CONNECTIONS)]
+            socks = [socket.create_connection(("127.0.0.1", port), timeout=60) for _ in range(connections)]
             break
         except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)  # valgrind takes seconds to start the server; nothing to wait on
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-    buffers = [b""] * CONNECTIONS
+    buffers = [b""] * connections
     done = 0
     while done < requests:
         for sock in socks:
@@ -109,12 +111,16 @@ def drive(port: int, requests: int, path: str, deadline: float) -> None:
                 if not chunk:
                     raise SystemExit("server closed the connection")
                 buf += chunk
-        done += CONNECTIONS
+        done += connections
     for sock in socks:
         sock.close()
+    return done
 
 
-def count(server: str, app: str, path: str, requests: int, extra: list[str]) -> int:
+def count(
+    server: str, app: str, path: str, requests: int, extra: list[str], connections: int
+) -> tuple[int, int]:
+    """(instructions, requests served) for one run under callgrind."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -133,14 +139,14 @@ def count(server: str, app: str, path: str, requests: int, extra: list[str]) -> 
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         try:
-            drive(port, requests, path, time.monotonic() + 120)
+            served = drive(port, requests, path, time.monotonic() + 120, connections)
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=120)
         match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
         if match is None:
             raise SystemExit(f"no totals in callgrind output for {server}")
-        return int(match.group(1))
+        return int(match.group(1)), served
 
 
 def main() -> None:
@@ -153,15 +159,24 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=800)
     parser.add_argument("--large", type=int, default=4800)
     parser.add_argument("--steadyloop-args", default="", help="extra flags for steadyloop, quoted")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=CONNECTIONS,
+        help="keep-alive connections, one request in flight on each",
+    )
     args = parser.parse_args()
     results = {}
     for server in args.servers.split(","):
         extra = args.steadyloop_args.split() if server == "steadyloop" else []
-        small = count(server, args.app, args.path, args.small, extra)
-        large = count(server, args.app, args.path, args.large, extra)
-        per_request = (large - small) / (args.large - args.small)
+        small, small_n = count(server, args.app, args.path, args.small, extra, args.connections)
+        large, large_n = count(server, args.app, args.path, args.large, extra, args.connections)
+        per_request = (large - small) / (large_n - small_n)
         results[server] = per_request
-        print(f"{server:12s} {per_request:10,.0f} instructions per request ({args.app} {args.path})")
+        print(
+            f"{server:12s} {per_request:10,.0f} instructions per request "
+            f"({args.app} {args.path}, {args.connections} connections)"
+        )
     if "steadyloop" in results and "uvicorn" in results:
         print(f"uvicorn / steadyloop: {results['uvicorn'] / results['steadyloop']:.2f}x")
 

@@ -5,7 +5,7 @@ code does, the server says where.
 """
 
 from steadyloop.config import Config
-from steadyloop.main import run
+from steadyloop.running import run
 
 __version__ = "0.1.0"
 __all__ = ["Config", "__version__", "run"]

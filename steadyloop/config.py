@@ -10,17 +10,23 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+# Each choice is written once, here: the flags' choices and the validation read them.
 LoopChoice = Literal["auto", "uvloop", "asyncio"]
 LifespanChoice = Literal["auto", "on", "off"]
 InterfaceChoice = Literal["auto", "asgi3", "asgi2", "wsgi"]
 OverflowPolicy = Literal["drop", "block"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 # uvicorn's --ws values, all accepted; every value but "none" runs the one engine we have.
 WebSocketChoice = Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"]
-WS_CHOICES = ("auto", "none", "websockets", "websockets-sansio", "wsproto")
 
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+LOOPS: tuple[str, ...] = get_args(LoopChoice)
+LIFESPANS: tuple[str, ...] = get_args(LifespanChoice)
+INTERFACES: tuple[str, ...] = get_args(InterfaceChoice)
+OVERFLOW_POLICIES: tuple[str, ...] = get_args(OverflowPolicy)
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+WS_CHOICES: tuple[str, ...] = get_args(WebSocketChoice)
 
 
 class ConfigError(ValueError):
@@ -40,7 +46,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Timeouts:
-    keep_alive: float = 5.0  # idle keep-alive connection is closed after this
+    keep_alive: float = 5.0  # idle keep-alive connection is closed after this; 0: no keep-alive
     header_read: float = 10.0  # a request head must arrive whole within this (slowloris)
     body_read: float = 60.0  # longest silence while a request body is still due; 0: no limit
     write: float = 60.0  # longest time a client may take no response bytes; 0: no limit
@@ -53,6 +59,12 @@ class LogOptions:
     access_log: bool = True
     access_log_format: str = "common"  # common | combined | json | a custom format
     config_file: str | None = None  # dictConfig as JSON, YAML or INI
+    # Files for the server's records and the access log instead of stderr and stdout
+    # ("-" or None: the stream); set by the gunicorn worker from --error-logfile and
+    # --access-logfile.
+    error_file: str | None = None
+    access_file: str | None = None
+    use_colors: bool | None = None  # None: on a terminal, unless NO_COLOR is set
     sync: bool = False  # --log-sync: no queue, no writer thread (debugging)
     overflow: OverflowPolicy = "drop"
     queue_records: int = 10000
@@ -64,6 +76,13 @@ class LogOptions:
 class WatchdogOptions:
     block_threshold: float = 0.1  # seconds; 0 turns the watchdog off
     block_dump_after: float = 30.0  # seconds; faulthandler dump of every thread
+
+
+@dataclass(frozen=True)
+class MetricsOptions:
+    enabled: bool = False  # --metrics: Prometheus metrics and the status page
+    address: str = "127.0.0.1"  # operators only: not exposed unless asked for
+    port: int = 9090
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,7 @@ class Config:
     factory: bool = False
     app_dir: str | None = None
     interface: InterfaceChoice = "auto"
+    env_file: str | None = None  # KEY=value lines put into the environment first
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -106,6 +126,7 @@ class Config:
     lifespan: LifespanChoice = "auto"
     root_path: str = ""
     threads: int = 40  # the thread pool for sync work (WSGI, `def` endpoints)
+    pid_file: str | None = None
 
     proxy_headers: bool = True
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
@@ -118,6 +139,7 @@ class Config:
     log: LogOptions = field(default_factory=LogOptions)
     watchdog: WatchdogOptions = field(default_factory=WatchdogOptions)
     worker: WorkerOptions = field(default_factory=WorkerOptions)
+    metrics: MetricsOptions = field(default_factory=MetricsOptions)
     websocket: WebSocketOptions = field(default_factory=WebSocketOptions)
 
     def __post_init__(self) -> None:
@@ -134,18 +156,13 @@ def _validate(config: Config) -> None:
 
     need(0 <= config.port <= 65535, f"--port must be 0..65535, not {config.port}")
     need(config.backlog > 0, "--backlog must be positive")
-    need(
-        config.loop in ("auto", "uvloop", "asyncio"),
-        f"--loop must be auto, uvloop or asyncio, not {config.loop!r}",
-    )
-    need(
-        config.lifespan in ("auto", "on", "off"),
-        f"--lifespan must be auto, on or off, not {config.lifespan!r}",
-    )
-    need(
-        config.interface in ("auto", "asgi3", "asgi2", "wsgi"),
-        f"--interface must be auto, asgi3, asgi2 or wsgi, not {config.interface!r}",
-    )
+
+    def one_of(flag: str, value: str, choices: tuple[str, ...]) -> None:
+        need(value in choices, f"{flag} must be one of {', '.join(choices)}, not {value!r}")
+
+    one_of("--loop", config.loop, LOOPS)
+    one_of("--lifespan", config.lifespan, LIFESPANS)
+    one_of("--interface", config.interface, INTERFACES)
     need(config.threads >= 1, "--threads must be at least 1")
     need(config.root_path == "" or config.root_path.startswith("/"), "--root-path must start with '/'")
     need(
@@ -163,7 +180,7 @@ def _validate(config: Config) -> None:
     need(lim.concurrency is None or lim.concurrency >= 1, "--limit-concurrency must be at least 1")
 
     t = config.timeouts
-    need(t.keep_alive > 0, "--timeout-keep-alive must be positive")
+    need(t.keep_alive >= 0, "--timeout-keep-alive must not be negative (0 turns keep-alive off)")
     need(t.header_read > 0, "--timeout-header-read must be positive")
     need(t.body_read >= 0, "--timeout-body-read must not be negative")
     need(t.write >= 0, "--timeout-write must not be negative")
@@ -173,8 +190,8 @@ def _validate(config: Config) -> None:
     )
 
     log = config.log
-    need(log.level.lower() in LOG_LEVELS, f"--log-level must be one of {', '.join(LOG_LEVELS)}")
-    need(log.overflow in ("drop", "block"), "--log-overflow must be drop or block")
+    one_of("--log-level", log.level.lower(), LOG_LEVELS)
+    one_of("--log-overflow", log.overflow, OVERFLOW_POLICIES)
     need(log.queue_records >= 1 and log.queue_bytes >= 1024, "log queue bounds are too small")
     need(log.drain_timeout >= 0, "--log-drain-timeout must not be negative")
     if log.config_file is not None:
@@ -183,6 +200,17 @@ def _validate(config: Config) -> None:
     wd = config.watchdog
     need(wd.block_threshold >= 0, "--block-threshold must not be negative")
     need(wd.block_dump_after >= 0, "--block-dump-after must not be negative")
+
+    m = config.metrics
+    need(0 <= m.port <= 65535, f"--metrics-port must be 0..65535, not {m.port}")
+    need(
+        not m.enabled
+        or m.port == 0
+        or m.port != config.port
+        or config.uds is not None
+        or config.fd is not None,
+        "--metrics-port must differ from --port",
+    )
 
     ws = config.websocket
     need(ws.engine in WS_CHOICES, f"--ws must be one of {', '.join(WS_CHOICES)}, not {ws.engine!r}")

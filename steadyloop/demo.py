@@ -4,7 +4,7 @@ Served when `steadyloop` is started with no APP. It is a plain ASGI app (no
 framework dependency) that behaves like the FastAPI original:
 
 - `/async`: an `async def` handler that logs one line per request on the event loop;
-- `/sync`: a plain `def` handler that logs, run on a worker thread (the loop's
+- `/sync`: a plain `def` handler that logs, run on a pool thread (the loop's
   default executor, which is steadyloop's bounded thread pool), never on the loop;
 - `/health`: answers at once; the probe that shows whether the loop is free.
 
@@ -45,7 +45,7 @@ _INDEX = {
     "app": "steadyloop demo",
     "endpoints": {
         "/async": "async def handler that logs on the event loop",
-        "/sync": "def handler that logs on a worker thread",
+        "/sync": "def handler that logs on a pool thread",
         "/health": "answers at once",
     },
 }

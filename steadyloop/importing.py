@@ -10,15 +10,26 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import linecache
+import logging
 import os
 import sys
+import traceback
 from typing import Any
 
 from steadyloop.asgi.types import ASGIApp, Receive, Scope, Send
+from steadyloop.observe.stacks import FrameClassifier
+
+logger = logging.getLogger("steadyloop.error")
 
 
 class AppLoadError(Exception):
-    """The app could not be imported or made; the message fits on one line."""
+    """The app could not be imported or made.
+
+    The message's first line says what failed; an error raised by the app's own
+    code is followed by the app's frames of its traceback (the user's files, not
+    the stdlib's, a package's or steadyloop's), so the failing line is there.
+    """
 
 
 def import_from_string(spec: str) -> Any:
@@ -32,11 +43,12 @@ def import_from_string(spec: str) -> Any:
         # imports: "pkg.app" is missing when "pkg" or "pkg.app" is, not when "pk" is.
         if exc.name == module_name or module_name.startswith(f"{exc.name}."):
             raise AppLoadError(f"could not import module {module_name!r}: {exc}") from None
-        raise AppLoadError(f"error while importing {module_name!r}: {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:
-        where = _where(exc)
         raise AppLoadError(
-            f"error while importing {module_name!r}: {type(exc).__name__}: {exc}{where}"
+            f"error while importing {module_name!r}: {type(exc).__name__}: {exc}{app_frames(exc)}"
+        ) from exc
+    except Exception as exc:
+        raise AppLoadError(
+            f"error while importing {module_name!r}: {type(exc).__name__}: {exc}{app_frames(exc)}"
         ) from exc
     obj: Any = module
     for attr in attrs.split("."):
@@ -47,17 +59,26 @@ def import_from_string(spec: str) -> Any:
     return obj
 
 
-def _where(exc: BaseException) -> str:
+def app_frames(exc: BaseException) -> str:
+    """The app's frames of `exc`'s traceback, one indented line each (with the source
+    line under it), outermost first; the innermost frame is added when it is not the
+    app's, since that is where the error was raised. Empty when no frame is the app's."""
     if isinstance(exc, SyntaxError) and exc.filename:
-        return f" ({exc.filename}:{exc.lineno})"
-    tb = exc.__traceback__
-    last = None
-    while tb is not None:
-        last = tb
-        tb = tb.tb_next
-    if last is None:
+        return f"\n  {exc.filename}:{exc.lineno}"
+    classifier = FrameClassifier()
+    frames = traceback.extract_tb(exc.__traceback__)
+    shown = [f for f in frames if classifier.is_app(f.filename)]
+    if not shown:
         return ""
-    return f" ({last.tb_frame.f_code.co_filename}:{last.tb_lineno})"
+    if frames and frames[-1] is not shown[-1]:
+        shown.append(frames[-1])
+    lines = []
+    for frame in shown:
+        lines.append(f"  {classifier.display(frame.filename)}:{frame.lineno} in {frame.name}")
+        source = linecache.getline(frame.filename, frame.lineno or 0).strip()
+        if source:
+            lines.append(f"    {source}")
+    return "\n" + "\n".join(lines)
 
 
 def load_app(app: Any, *, factory: bool = False, app_dir: str | None = None) -> Any:
@@ -71,14 +92,38 @@ def load_app(app: Any, *, factory: bool = False, app_dir: str | None = None) -> 
 
         return demo.app
     obj = import_from_string(app) if isinstance(app, str) else app
+    if not factory and looks_like_factory(obj):
+        # Called with (scope, receive, send), a factory fails every request with a 500.
+        logger.warning(
+            "APP %s takes no arguments, so it is taken for an app factory and called; "
+            "pass --factory to say so",
+            app if isinstance(app, str) else repr(app),
+        )
+        factory = True
     if factory:
         try:
             obj = obj()
         except Exception as exc:
-            raise AppLoadError(f"app factory failed: {type(exc).__name__}: {exc}") from exc
+            raise AppLoadError(f"app factory failed: {type(exc).__name__}: {exc}{app_frames(exc)}") from exc
     if not callable(obj):
         raise AppLoadError(f"app {app!r} is not callable")
     return obj
+
+
+def looks_like_factory(obj: Any) -> bool:
+    """A plain function that can be called with no arguments: no app interface fits it
+    (ASGI apps take three, ASGI 2 one, WSGI two), so it can only be a factory."""
+    if not inspect.isfunction(obj) or inspect.iscoroutinefunction(obj):
+        return False
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return not any(
+        p.kind is p.VAR_POSITIONAL
+        or (p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)
+        for p in params
+    )
 
 
 def detect_interface(app: Any) -> str:

@@ -14,7 +14,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from steadyloop.config import WS_CHOICES, Config, ConfigError
+from steadyloop.config import (
+    INTERFACES,
+    LIFESPANS,
+    LOG_LEVELS,
+    LOOPS,
+    OVERFLOW_POLICIES,
+    WS_CHOICES,
+    Config,
+    ConfigError,
+)
 
 
 def _bool(text: str) -> bool:
@@ -26,14 +35,31 @@ def _bool(text: str) -> bool:
     raise ValueError(f"expected true or false, not {text!r}")
 
 
-def _optional_float(text: str) -> float | None:
-    return None if text.strip().lower() in ("", "none") else float(text)
+def whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, not {text!r}") from None
+
+
+def seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, not {text!r}") from None
+
+
+def optional_seconds(text: str) -> float | None:
+    return None if text.strip().lower() in ("", "none") else seconds(text)
 
 
 def _workers(text: str) -> int:
     if text.strip().lower() == "auto":
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return int(text)
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number or 'auto', not {text!r}") from None
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -66,8 +92,8 @@ class Option:
         return "STEADYLOOP_" + self.name.upper()
 
 
-OPTIONS: tuple[Option, ...] = (
-    # Application
+# The groups --help shows and the README's option table lists, in that order.
+APP_OPTIONS: tuple[Option, ...] = (
     Option(
         "--factory", "factory", _bool, "APP is a factory: call it with no arguments to get the app", "flag"
     ),
@@ -78,24 +104,36 @@ OPTIONS: tuple[Option, ...] = (
         "--interface",
         "interface",
         str,
-        "app interface (default: detected)",
-        choices=("auto", "asgi3", "asgi2", "wsgi"),
+        "app interface; auto: detected from the app",
+        choices=INTERFACES,
     ),
-    # Binding
-    Option("--host", "host", str, "address to listen on (default 127.0.0.1)"),
-    Option("--port", "port", int, "port to listen on (default 8000; 0 picks a free one)"),
+    Option(
+        "--env-file",
+        "env_file",
+        str,
+        "read KEY=value lines from this file into the environment first (set variables win)",
+        metavar="FILE",
+    ),
+)
+BINDING_OPTIONS: tuple[Option, ...] = (
+    Option("--host", "host", str, "address to listen on", metavar="ADDRESS"),
+    Option("--port", "port", whole_number, "port to listen on; 0 picks a free one"),
     Option("--uds", "uds", str, "listen on this UNIX domain socket instead", metavar="PATH"),
-    Option("--fd", "fd", int, "serve on this already-listening file descriptor", metavar="FD"),
-    Option("--backlog", "backlog", int, "listen backlog (default 2048)"),
-    # Runtime
+    Option("--fd", "fd", whole_number, "serve on this already-listening file descriptor", metavar="FD"),
+    Option("--backlog", "backlog", whole_number, "listen backlog"),
+    Option(
+        "--reuse-port", "worker.reuse_port", _bool, "give each worker its own SO_REUSEPORT socket", "flag"
+    ),
+)
+RUNTIME_OPTIONS: tuple[Option, ...] = (
     Option(
         "--loop",
         "loop",
         str,
-        "event loop (default auto: uvloop if installed)",
-        choices=("auto", "uvloop", "asyncio"),
+        "event loop; auto: uvloop if installed",
+        choices=LOOPS,
     ),
-    Option("--lifespan", "lifespan", str, "ASGI lifespan (default auto)", choices=("auto", "on", "off")),
+    Option("--lifespan", "lifespan", str, "ASGI lifespan; auto: if the app supports it", choices=LIFESPANS),
     Option(
         "--root-path",
         "root_path",
@@ -103,30 +141,39 @@ OPTIONS: tuple[Option, ...] = (
         "ASGI root_path, for apps mounted below a path prefix",
         metavar="PATH",
     ),
-    Option("--threads", "threads", int, "threads for sync work: WSGI apps, `def` endpoints (default 40)"),
+    Option("--threads", "threads", whole_number, "threads for sync work: WSGI apps, `def` endpoints"),
+    Option(
+        "--pid-file",
+        "pid_file",
+        str,
+        "write the server's process id to this file (removed at exit)",
+        metavar="FILE",
+    ),
+)
+WORKER_OPTIONS: tuple[Option, ...] = (
     Option(
         "--workers",
         "worker.workers",
         _workers,
-        "worker processes, or 'auto' for one per CPU (default 1)",
+        "worker processes, or 'auto' for one per CPU (WEB_CONCURRENCY if set)",
         metavar="N|auto",
     ),
     Option(
-        "--reuse-port", "worker.reuse_port", _bool, "give each worker its own SO_REUSEPORT socket", "flag"
-    ),
-    Option(
-        "--max-requests", "worker.max_requests", int, "replace a worker after it served this many requests"
+        "--max-requests",
+        "worker.max_requests",
+        whole_number,
+        "replace a worker after it served this many requests",
     ),
     Option(
         "--max-requests-jitter",
         "worker.max_requests_jitter",
-        int,
+        whole_number,
         "random extra requests per worker, so they do not all restart at once",
     ),
     Option(
         "--worker-timeout",
         "worker.worker_timeout",
-        _optional_float,
+        optional_seconds,
         "kill a worker whose event loop is stuck this many seconds",
     ),
     Option("--reload", "worker.reload", _bool, "restart the worker when files change (development)", "flag"),
@@ -154,78 +201,79 @@ OPTIONS: tuple[Option, ...] = (
         "many",
         metavar="GLOB",
     ),
-    # HTTP
+)
+HTTP_OPTIONS: tuple[Option, ...] = (
     Option(
         "--limit-concurrency",
         "limits.concurrency",
-        int,
+        whole_number,
         "answer 503 beyond this many connections or running requests",
     ),
     Option(
         "--limit-request-line",
         "limits.max_request_line",
-        int,
-        "longest request line in bytes; 414 beyond (default 8190)",
+        whole_number,
+        "longest request line in bytes; 414 beyond",
     ),
     Option(
         "--limit-request-fields",
         "limits.max_header_count",
-        int,
-        "most header fields in a request; 431 beyond (default 100)",
+        whole_number,
+        "most header fields in a request; 431 beyond",
     ),
     Option(
         "--limit-request-field-size",
         "limits.max_header_size",
-        int,
-        "longest header field line in bytes; 431 beyond (default 8190)",
+        whole_number,
+        "longest header field line in bytes; 431 beyond",
     ),
     Option(
         "--timeout-keep-alive",
         "timeouts.keep_alive",
-        float,
-        "close idle keep-alive connections after this many seconds (default 5)",
+        seconds,
+        "close idle keep-alive connections after this many seconds; 0 turns keep-alive off",
     ),
     Option(
         "--timeout-header-read",
         "timeouts.header_read",
-        float,
-        "a request head must arrive within this many seconds; 408 after (default 10)",
+        seconds,
+        "a request head must arrive within this many seconds; 408 after",
     ),
     Option(
         "--timeout-body-read",
         "timeouts.body_read",
-        float,
-        "longest pause, in seconds, while a request body is still due; 408 after; 0: none (default 60)",
+        seconds,
+        "longest pause, in seconds, while a request body is still due; 408 after; 0: none",
     ),
     Option(
         "--timeout-write",
         "timeouts.write",
-        float,
+        seconds,
         "longest time, in seconds, a client may take none of a response; then it is aborted and the "
-        "app hears http.disconnect; 0: none (default 60)",
+        "app hears http.disconnect; 0: none",
     ),
     Option(
         "--timeout-graceful-shutdown",
         "timeouts.graceful_shutdown",
-        _optional_float,
-        "on shutdown, wait this long for in-flight requests (default 30)",
+        optional_seconds,
+        "on shutdown, wait this many seconds for in-flight requests",
     ),
     Option(
         "--proxy-headers",
         "proxy_headers",
         _bool,
-        "trust X-Forwarded-For/-Proto from --forwarded-allow-ips (default on)",
+        "trust X-Forwarded-For/-Proto from --forwarded-allow-ips",
         "switch",
     ),
     Option(
         "--forwarded-allow-ips",
         "forwarded_allow_ips",
         _csv,
-        "comma-separated proxy addresses or networks to trust, or '*' (default 127.0.0.1)",
+        "comma-separated proxy addresses or networks to trust, or '*'",
         metavar="IPS",
     ),
-    Option("--server-header", "server_header", _bool, "send 'server: steadyloop' (default on)", "switch"),
-    Option("--date-header", "date_header", _bool, "send a Date header (default on)", "switch"),
+    Option("--server-header", "server_header", _bool, "send 'server: steadyloop'", "switch"),
+    Option("--date-header", "date_header", _bool, "send a Date header", "switch"),
     Option(
         "--header",
         "headers",
@@ -234,60 +282,64 @@ OPTIONS: tuple[Option, ...] = (
         "many",
         metavar="NAME:VALUE",
     ),
-    # WebSocket
+)
+# One block, kept together for merges.
+WEBSOCKET_OPTIONS: tuple[Option, ...] = (
     Option(
         "--ws",
         "websocket.engine",
         str,
-        "WebSocket support (default auto); none serves upgrade requests as plain HTTP. "
+        "WebSocket support; none serves upgrade requests as plain HTTP. "
         "uvicorn's engine names are accepted; all run the websockets sans-I/O engine",
         choices=WS_CHOICES,
     ),
     Option(
         "--ws-max-size",
         "websocket.max_size",
-        int,
-        "largest incoming WebSocket message in bytes; closed with 1009 beyond (default 16 MiB)",
+        whole_number,
+        "largest incoming WebSocket message in bytes; closed with 1009 beyond",
     ),
     Option(
         "--ws-max-queue",
         "websocket.max_queue",
-        int,
-        "received WebSocket messages held for the app before reading pauses (default 32)",
+        whole_number,
+        "received WebSocket messages held for the app before reading pauses",
     ),
     Option(
         "--ws-ping-interval",
         "websocket.ping_interval",
-        _optional_float,
-        "ping a WebSocket peer silent this many seconds; none: never (default 20)",
+        optional_seconds,
+        "ping a WebSocket peer silent this many seconds; none: never",
     ),
     Option(
         "--ws-ping-timeout",
         "websocket.ping_timeout",
-        _optional_float,
-        "close a WebSocket (1011) whose pong is this many seconds late; none: never (default 20)",
+        optional_seconds,
+        "close a WebSocket (1011) whose pong is this many seconds late; none: never",
     ),
     Option(
         "--ws-per-message-deflate",
         "websocket.per_message_deflate",
         _bool,
-        "offer permessage-deflate compression to WebSocket clients (default on)",
+        "offer permessage-deflate compression to WebSocket clients",
         "switch",
     ),
-    # Logging
+)
+LOGGING_OPTIONS: tuple[Option, ...] = (
+    Option("--log-level", "log.level", str, "log level", choices=LOG_LEVELS),
+    Option("--access-log", "log.access_log", _bool, "write the access log", "switch"),
     Option(
-        "--log-level",
-        "log.level",
-        str,
-        "log level (default info)",
-        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        "--use-colors",
+        "log.use_colors",
+        _bool,
+        "colour log levels (default: on a terminal, unless NO_COLOR is set)",
+        "switch",
     ),
-    Option("--access-log", "log.access_log", _bool, "write the access log (default on)", "switch"),
     Option(
         "--access-log-format",
         "log.access_log_format",
         str,
-        "common, combined, json, or a custom format (docs/logging.md)",
+        "common, combined, json, or a custom format of %%-atoms",
         metavar="FORMAT",
     ),
     Option(
@@ -308,37 +360,78 @@ OPTIONS: tuple[Option, ...] = (
         "--log-overflow",
         "log.overflow",
         str,
-        "when the log queue is full: drop (default) or block",
-        choices=("drop", "block"),
+        "when the log queue is full: drop records (counted) or make the caller wait",
+        choices=OVERFLOW_POLICIES,
     ),
-    Option("--log-queue-records", "log.queue_records", int, "log queue bound in records (default 10000)"),
-    Option("--log-queue-bytes", "log.queue_bytes", int, "log queue bound in bytes (default 16 MiB)"),
+    Option("--log-queue-records", "log.queue_records", whole_number, "log queue bound in records"),
+    Option("--log-queue-bytes", "log.queue_bytes", whole_number, "log queue bound in bytes"),
     Option(
         "--log-drain-timeout",
         "log.drain_timeout",
-        float,
-        "at exit, wait this long for the log queue to drain (default 5)",
+        seconds,
+        "at exit, wait this many seconds for the log queue to drain",
     ),
-    # Watchdog
+)
+WATCHDOG_OPTIONS: tuple[Option, ...] = (
     Option(
         "--block-threshold",
         "watchdog.block_threshold",
-        float,
-        "report event-loop blocks longer than this many seconds; 0 turns it off (default 0.1)",
+        seconds,
+        "report event-loop blocks longer than this many seconds; 0 turns it off",
     ),
     Option(
         "--block-dump-after",
         "watchdog.block_dump_after",
-        float,
-        "dump every thread's stack when the loop is blocked this long (default 30)",
+        seconds,
+        "dump every thread's stack when the loop is blocked this many seconds",
     ),
 )
+METRICS_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--metrics",
+        "metrics.enabled",
+        _bool,
+        "serve Prometheus metrics (/metrics) and a live status page (/) on --metrics-port",
+        kind="flag",
+    ),
+    Option(
+        "--metrics-address",
+        "metrics.address",
+        str,
+        "address of the metrics listener (keep it for operators only)",
+        metavar="ADDRESS",
+    ),
+    Option("--metrics-port", "metrics.port", whole_number, "port of the metrics listener"),
+)
 
+GROUPS: tuple[tuple[str, tuple[Option, ...]], ...] = (
+    ("app", APP_OPTIONS),
+    ("binding", BINDING_OPTIONS),
+    ("runtime", RUNTIME_OPTIONS),
+    ("HTTP", HTTP_OPTIONS),
+    ("WebSocket", WEBSOCKET_OPTIONS),
+    ("logging", LOGGING_OPTIONS),
+    ("watchdog", WATCHDOG_OPTIONS),
+    ("metrics", METRICS_OPTIONS),
+    ("workers", WORKER_OPTIONS),
+)
+OPTIONS: tuple[Option, ...] = tuple(option for _, group in GROUPS for option in group)
 BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 
 
+def default_of(option: Option) -> Any:
+    """The option's default, read from Config: the one place defaults are written."""
+    group, dot, field = option.path.partition(".")
+    fields = Config.__dataclass_fields__
+    if not dot:
+        return fields[group].default
+    factory = fields[group].default_factory
+    assert factory is not dataclasses.MISSING
+    return getattr(factory(), field)
+
+
 def parse_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    """STEADYLOOP_* variables as option values, by option name."""
+    """STEADYLOOP_* variables (and WEB_CONCURRENCY) as option values, by option name."""
     values: dict[str, Any] = {}
     for option in OPTIONS:
         raw = environ.get(option.env)
@@ -353,7 +446,14 @@ def parse_env(environ: Mapping[str, str]) -> dict[str, Any]:
             else:
                 values[option.name] = option.parse(raw)
         except ValueError as exc:
-            raise ConfigError(f"{option.env}: {exc}") from None
+            raise ConfigError(f"environment variable {option.env}: {exc}") from None
+    if "workers" not in values and environ.get("WEB_CONCURRENCY"):
+        # Set by many platforms (Heroku, Render, Dokku) to the process count they size for;
+        # uvicorn and gunicorn honour it, below their own flag and variable.
+        try:
+            values["workers"] = whole_number(environ["WEB_CONCURRENCY"])
+        except ValueError as exc:
+            raise ConfigError(f"environment variable WEB_CONCURRENCY: {exc}") from None
     return values
 
 
@@ -368,8 +468,6 @@ def build_config(app: Any, values: Mapping[str, Any]) -> Config:
         option = BY_NAME[name]
         if option.kind == "many":
             value = tuple(value)
-        if option.choices is not None and value not in option.choices:
-            raise ConfigError(f"{option.flag} must be one of {', '.join(option.choices)}, not {value!r}")
         group, dot, field = option.path.partition(".")
         if dot:
             groups.setdefault(group, {})[field] = value

@@ -47,6 +47,8 @@ ACCESS_LOGGER = "steadyloop.access"
 COMMON = '%h %l %u %t "%r" %>s %b'
 COMBINED = COMMON + ' "%{Referer}i" "%{User-Agent}i"'
 NAMED_FORMATS = {"common": COMMON, "combined": COMBINED}
+# The message uvicorn's access records carry (client, method, path, HTTP version, status).
+UVICORN_ACCESS = '%s - "%s %s HTTP/%s" %d'
 
 Headers = list[tuple[bytes, bytes]]
 # The tuple log() queues; the writer thread unpacks it.
@@ -77,6 +79,7 @@ class AccessLog:
         self._logger = logging.getLogger(ACCESS_LOGGER)
         self._format_line = compile_format(fmt)
         self._put = pipeline.access_put if pipeline is not None else None
+        self._uvicorn_records = pipeline is not None and pipeline.uvicorn_access
 
     @property
     def logger(self) -> logging.Logger:
@@ -122,8 +125,14 @@ class AccessLog:
 
     def make_record(self, fields: Fields) -> logging.LogRecord:
         """On the writer thread: the formatted line as a record of the access logger."""
-        line = self._format_line(fields)
-        record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, line, None, None)
+        if self._uvicorn_records:
+            # As uvicorn logs it: its AccessFormatter unpacks these five args (escaped, as
+            # every field from the request is here).
+            args = (escape(fields[1]), escape(fields[2]), escape(fields[3]), fields[4], fields[5])
+            record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, UVICORN_ACCESS, args, None)
+        else:
+            line = self._format_line(fields)
+            record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, line, None, None)
         record.created = fields[0]
         record.msecs = (fields[0] - int(fields[0])) * 1000
         # For formatters that want fields rather than a line (JSON log shippers).

@@ -30,7 +30,7 @@ class LagSnapshot(TypedDict):
 class LagHistogram:
     """Counts of loop lag per bucket, plus count, sum and max."""
 
-    __slots__ = ("_bounds", "_counts", "count", "max", "sum")
+    __slots__ = ("_bounds", "_counts", "count", "max", "sum", "window_max")
 
     def __init__(self, bounds: tuple[float, ...] = DEFAULT_BOUNDS) -> None:
         if list(bounds) != sorted(set(bounds)) or not bounds or bounds[0] <= 0:
@@ -40,6 +40,7 @@ class LagHistogram:
         self.count = 0
         self.sum = 0.0
         self.max = 0.0
+        self.window_max = 0.0  # the largest value since the last take_window_max()
 
     def record(self, lag: float) -> None:
         """Add one observation (seconds). Negative values (a timer fired early) count as 0."""
@@ -48,8 +49,19 @@ class LagHistogram:
         self._counts[bisect_left(self._bounds, lag)] += 1
         self.count += 1
         self.sum += lag
-        if lag > self.max:
-            self.max = lag
+        if lag > self.window_max:
+            self.window_max = lag
+            if lag > self.max:
+                self.max = lag
+
+    def take_window_max(self) -> float:
+        """The largest value since the last call, and start a new window (a chart's point).
+
+        Called from another thread than `record`: a value recorded between the read and
+        the reset is lost to the chart (never to the buckets), which a chart can bear.
+        """
+        value, self.window_max = self.window_max, 0.0
+        return value
 
     def snapshot(self) -> LagSnapshot:
         counts = list(self._counts)  # one copy, so the cumulative sums agree with each other

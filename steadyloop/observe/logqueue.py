@@ -1,6 +1,6 @@
 """The bounded log queue and the one writer thread that empties it.
 
-Callers (the event loop, worker threads) only append an entry and return; the
+Callers (the event loop, pool threads) only append an entry and return; the
 writer thread takes entries in order and hands them to a `BatchWriter` that
 formats and writes them. The queue is bounded twice, in records and in
 (estimated) bytes, and an entry keeps counting against the bounds until it has

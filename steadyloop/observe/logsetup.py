@@ -8,7 +8,7 @@ any fork), before the app is imported:
    stderr, "steadyloop.access" writes bare lines to stdout. Neither propagates
    to the root logger.
 2. `--log-config` is applied: dictConfig from JSON or YAML, or an INI file
-   (fileConfig), as uvicorn does.
+   (fileConfig), as uvicorn does; uvicorn's logger names in it are taken as ours.
 3. `--log-level` sets the level of "steadyloop" ("trace" is level 5).
 4. Unless `--log-sync`: every handler moves behind the queue, the writer thread
    starts, and the queue is drained at interpreter exit (atexit) and on SIGTERM
@@ -22,9 +22,11 @@ importing the app and after lifespan startup, `shutdown()` at the end,
 from __future__ import annotations
 
 import atexit
+import configparser
 import json
 import logging
 import logging.config
+import logging.handlers
 import signal
 import sys
 import threading
@@ -34,6 +36,8 @@ from typing import Any
 
 from steadyloop.config import ConfigError, LogOptions
 from steadyloop.observe.logadopt import Adopter
+from steadyloop.observe.logcompat import UVICORN_NAMES, rename_dict_loggers, rename_ini_loggers
+from steadyloop.observe.logformat import SERVER_FORMAT, ServerFormatter, fallback_handler, wants_colours
 from steadyloop.observe.logqueue import CLOSED, LogQueue
 from steadyloop.observe.logsink import write_without_blocking
 from steadyloop.observe.logwriter import Writer
@@ -43,7 +47,6 @@ SERVER_LOGGER = "steadyloop"
 ERROR_LOGGER = "steadyloop.error"
 ACCESS_LOGGER = "steadyloop.access"
 
-SERVER_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 ACCESS_FORMAT = "%(message)s"
 _DEFAULT_ATTR = "_steadyloop_default"
 
@@ -60,6 +63,8 @@ class LogPipeline:
         self._adopter: Adopter | None = None
         self._closed = False
         self._previous_sigterm: Any = None
+        # Access records made as uvicorn makes them, for a uvicorn log config's formatters.
+        self.uvicorn_access = False
         if not self.sync:
             self._queue = LogQueue(
                 Writer(),
@@ -181,13 +186,21 @@ def setup_logging(options: LogOptions) -> LogPipeline:
         _CURRENT.shutdown()
         _CURRENT = None
     logging.addLevelName(TRACE, "TRACE")
-    _install_server_defaults()
-    if options.config_file:
-        load_config_file(options.config_file)
+    _install_server_defaults(options)
+    # Records no handler takes (an app that configured no logging) print as the server's do.
+    logging.lastResort = fallback_handler(options.use_colors)
+    renamed = load_config_file(options.config_file) if options.config_file else []
     logging.getLogger(SERVER_LOGGER).setLevel(level_number(options.level))
     _keep_server_loggers_enabled(options.access_log)
     pipeline = LogPipeline(options)
+    pipeline.uvicorn_access = "uvicorn.access" in renamed
     pipeline.start()
+    if renamed:
+        logging.getLogger(ERROR_LOGGER).info(
+            "--log-config: uvicorn's loggers %s configure steadyloop's %s",
+            ", ".join(renamed),
+            ", ".join(UVICORN_NAMES[name] for name in renamed),
+        )
     _CURRENT = pipeline
     return pipeline
 
@@ -201,38 +214,65 @@ def level_number(name: str) -> int:
     return number
 
 
-def load_config_file(path: str) -> None:
-    """Apply a logging config: .json / .yaml / .yml as dictConfig, anything else as INI."""
+def load_config_file(path: str) -> list[str]:
+    """Apply a logging config: .json / .yaml / .yml as dictConfig, anything else as INI.
+
+    uvicorn's logger names in it are taken as steadyloop's (observe/logcompat.py);
+    returns those it renamed."""
     lowered = path.lower()
     try:
-        if lowered.endswith(".json"):
+        if lowered.endswith((".json", ".yaml", ".yml")):
             with open(path, encoding="utf-8") as f:
-                logging.config.dictConfig(json.load(f))
-        elif lowered.endswith((".yaml", ".yml")):
-            import yaml  # only needed for YAML configs
+                if lowered.endswith(".json"):
+                    config = json.load(f)
+                else:
+                    import yaml  # only needed for YAML configs
 
-            with open(path, encoding="utf-8") as f:
-                logging.config.dictConfig(yaml.safe_load(f))
+                    config = yaml.safe_load(f)
+            renamed = rename_dict_loggers(config)
+            logging.config.dictConfig(config)
         else:
-            logging.config.fileConfig(path, disable_existing_loggers=False)
+            parser = configparser.ConfigParser()
+            if not parser.read(path, encoding="utf-8"):
+                raise FileNotFoundError(f"cannot read {path}")
+            renamed = rename_ini_loggers(parser)
+            logging.config.fileConfig(parser, disable_existing_loggers=False)
     except Exception as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"--log-config {path}: {detail}") from exc
+    return renamed
 
 
-def _install_server_defaults() -> None:
+def _install_server_defaults(options: LogOptions) -> None:
     server = logging.getLogger(SERVER_LOGGER)
     access = logging.getLogger(ACCESS_LOGGER)
-    defaults = ((server, sys.stderr, SERVER_FORMAT), (access, sys.stdout, ACCESS_FORMAT))
-    for lg, stream, fmt in defaults:
+    defaults = (
+        (server, _handler(options.error_file, sys.stderr), SERVER_FORMAT),
+        (access, _handler(options.access_file, sys.stdout), ACCESS_FORMAT),
+    )
+    for lg, handler, fmt in defaults:
         for old in [h for h in lg.handlers if getattr(h, _DEFAULT_ATTR, False)]:
             lg.removeHandler(old)
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter(fmt))
+            old.close()
+        if fmt is SERVER_FORMAT:
+            stream = getattr(handler, "stream", None)
+            handler.setFormatter(ServerFormatter(wants_colours(options.use_colors, stream)))
+        else:
+            handler.setFormatter(logging.Formatter(fmt))
         setattr(handler, _DEFAULT_ATTR, True)
         lg.addHandler(handler)
         lg.propagate = False
     logging.getLogger(ERROR_LOGGER).propagate = True
+
+
+def _handler(path: str | None, stream: Any) -> logging.Handler:
+    if path is None or path == "-":
+        return logging.StreamHandler(stream)
+    try:
+        # Reopened when logrotate moves the file away (a stat per record, on the writer thread).
+        return logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot open log file {path}: {exc.strerror or exc}") from None
 
 
 def _keep_server_loggers_enabled(access_log: bool) -> None:

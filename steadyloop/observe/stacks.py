@@ -5,7 +5,9 @@ first. Frames are turned into tuples at once so that a sample never keeps a
 frame (and every local variable in it) alive.
 
 "App frames" are the user's own code: not the standard library, not an
-installed package (site-packages / dist-packages), not steadyloop itself.
+installed package (site-packages / dist-packages), not steadyloop itself, and
+not the launcher script that started the process (`bin/steadyloop`,
+`bin/gunicorn`: a console script in the interpreter's scripts directory).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sysconfig
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-FrameKind = Literal["app", "stdlib", "library", "steadyloop"]
+FrameKind = Literal["app", "stdlib", "library", "steadyloop", "launcher"]
 
 # Enough for any real program; a runaway recursion is cut at the outer end
 # (the innermost frames, where the block is, are the ones worth keeping).
@@ -73,6 +75,7 @@ class FrameClassifier:
         self._steadyloop = _norm_dir(os.path.dirname(os.path.dirname(__file__)))
         self._site = sorted(_site_dirs(), key=len, reverse=True)  # longest (most specific) first
         self._stdlib = sorted(_stdlib_dirs(), key=len, reverse=True)
+        self._scripts = _scripts_dirs()
         self._cache: dict[str, tuple[FrameKind, str]] = {}
 
     def kind(self, filename: str) -> FrameKind:
@@ -105,6 +108,9 @@ class FrameClassifier:
         path = os.path.normcase(os.path.realpath(filename))
         if path.startswith(self._steadyloop):
             return "steadyloop", _rel(path, self._package_root)
+        directory = _norm_dir(os.path.dirname(path))
+        if directory in self._scripts:
+            return "launcher", os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))
         # Packages before the stdlib: site-packages often lives inside the stdlib directory.
         for root in self._site:
             if path.startswith(root):
@@ -136,6 +142,16 @@ def _site_dirs() -> set[str]:
         dirs.add(user)
     paths = sysconfig.get_paths()
     dirs.update(paths[key] for key in ("purelib", "platlib") if key in paths)
+    return {_norm_dir(d) for d in dirs}
+
+
+def _scripts_dirs() -> set[str]:
+    """Where console scripts live: the scripts directory, and the interpreter's own
+    (a virtualenv's bin/, not resolved through the python symlink)."""
+    dirs = {os.path.dirname(os.path.abspath(sys.executable))}
+    scripts = sysconfig.get_paths().get("scripts")
+    if scripts:
+        dirs.add(scripts)
     return {_norm_dir(d) for d in dirs}
 
 

@@ -12,7 +12,7 @@ Each pool has a `PoolStats`: plain counters a metrics endpoint reads with
 `snapshot()` (or all of them with `snapshot_all()`). A task that waits for a
 thread longer than the block threshold is reported like a blocked loop,
 
-    GET /sync waited 340 ms for a worker thread; 40 of 40 busy, 12 queued (pool anyio)
+    GET /sync waited 340 ms for a pool thread; 40 of 40 busy, 12 queued (pool anyio)
 
 through the "steadyloop.threadpool" logger (the non-blocking log pipeline),
 rate-limited by a token bucket; suppressed reports are counted and the count
@@ -27,6 +27,7 @@ ends a task; reading them never blocks anyone for long.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import threading
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 from steadyloop.observe.inflight import INFLIGHT, RequestInfo
+from steadyloop.observe.lag import LagHistogram
 from steadyloop.observe.ratelimit import TokenBucket
 
 logger = logging.getLogger("steadyloop.threadpool")
@@ -44,6 +46,11 @@ T = TypeVar("T")
 
 REPORT_BURST = 3  # reports at once ...
 REPORT_INTERVAL = 10.0  # ... then one more every this many seconds
+RECENT_WAITS = 10  # waits kept for the status page
+# Queue wait buckets (seconds): a task that gets a thread at once lands in the first.
+WAIT_BOUNDS: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
 
 
 class Ticket:
@@ -105,6 +112,11 @@ class PoolStats:
         self.wait_seconds = 0.0  # total time tasks spent queued
         self.longest_wait = 0.0
         self.long_waits = 0  # waits longer than the threshold
+        self.wait_histogram = LagHistogram(WAIT_BOUNDS)  # every task's queue wait
+        # (time.time(), wait, what) of tasks that waited more than a moment, newest last.
+        self.recent_waits: collections.deque[tuple[float, float, str]] = collections.deque(
+            maxlen=RECENT_WAITS
+        )
         self.reports = 0
         self.suppressed = 0
         self._pending_suppressed = 0
@@ -150,7 +162,9 @@ class PoolStats:
         with self._lock:
             self._waiting.pop(ticket, None)
             self.busy += 1
+            self.wait_histogram.record(wait)
             if wait > 0.001:
+                self.recent_waits.append((time.time(), wait, describe(ticket.label)))
                 self.waited += 1
                 self.wait_seconds += wait
                 if wait > self.longest_wait:
@@ -194,6 +208,8 @@ class PoolStats:
                 "long_waits": self.long_waits,
                 "reports": self.reports,
                 "suppressed": self.suppressed,
+                "wait_histogram": self.wait_histogram.snapshot(),
+                "recent_waits": list(self.recent_waits),
             }
 
     # -- reports while a task still waits ----------------------------------------------------
@@ -249,9 +265,7 @@ class PoolStats:
                 return
             self.reports += 1
             suppressed, self._pending_suppressed = self._pending_suppressed, 0
-        message = (
-            f"{what} for a worker thread; {busy} of {self.size} busy, {queued} queued (pool {self.name})"
-        )
+        message = f"{what} for a pool thread; {busy} of {self.size} busy, {queued} queued (pool {self.name})"
         if suppressed:
             message += f"; {suppressed} similar reports suppressed"
         logger.warning(

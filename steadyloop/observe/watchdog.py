@@ -53,6 +53,7 @@ from steadyloop.observe.stacks import (
     locate,
     sample_thread,
 )
+from steadyloop.observe.words import counted
 
 logger = logging.getLogger("steadyloop.watchdog")
 
@@ -67,6 +68,11 @@ HEARTBEAT_ONLY_PERIOD = 0.25
 MAX_STACKS_SHOWN = 3  # distinct stacks printed in full per report
 MAX_STACKS_KEPT = 64  # distinct stacks remembered per block; more are counted as "other"
 HELD_OFF_NOTE = 0.05  # seconds the thread may be late to wake before a report remarks on it
+RECENT_BLOCKS = 20  # blocks kept for the status page
+MAX_LOCATIONS = 32  # distinct block locations counted for metrics; the rest count as "other"
+UNSAMPLED_LOCATION = "unsampled"  # a block the thread saw no stack of
+OUTSIDE_APP_LOCATION = "outside_app"  # sampled, but no app frame on the stack (server start-up, ...)
+OTHER_LOCATION = "other"
 
 
 # faulthandler has one dump_traceback_later timer and one handler per signal for
@@ -168,6 +174,9 @@ class Watchdog:
         self.longest_block = 0.0
         self.last_beat = 0.0  # time.monotonic() of the loop's last heartbeat
         self.blocked_since: float | None = None  # set by the thread while it watches a block
+        # Written by the watchdog thread only; read (copied) by a metrics publisher.
+        self.recent_blocks: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_BLOCKS)
+        self.block_locations: dict[str, tuple[int, float]] = {}  # location -> (blocks, seconds)
 
         self._pending_suppressed = 0  # since the last report
         self._ended: collections.deque[tuple[float, float]] = collections.deque()
@@ -241,9 +250,9 @@ class Watchdog:
         if self.blocks == 0:
             return
         logger.info(
-            "loop watchdog: %d blocks, %.3f s blocked in all, longest %.3f s; "
+            "loop watchdog: %s, %.3f s blocked in all, longest %.3f s; "
             "%d reported, %d suppressed by the rate limit (%d since the last report)",
-            self.blocks,
+            counted(self.blocks, "block"),
             self.blocked_seconds,
             self.longest_block,
             self.reports,
@@ -317,7 +326,9 @@ class Watchdog:
         self._watched = block
         warned = False
         while self.last_beat == beat and not self._stopping.is_set():
-            if block.admitted:
+            # A block whose report the rate limit refused still gets one sample: its
+            # location is counted in the metrics.
+            if block.admitted or not block.stacks.samples:
                 self._sample(block)
             blocked = time.monotonic() - beat - self.period
             if not warned and self._dump_after > 0 and blocked >= self._dump_after:
@@ -370,15 +381,75 @@ class Watchdog:
         self.blocks += 1
         self.blocked_seconds += duration
         self.longest_block = max(self.longest_block, duration)
+        location = self._count_location(duration, block)
         admitted = block.admitted if block is not None else self._bucket.take()
         if not admitted:
             self.suppressed += 1
             self._pending_suppressed += 1
+            running = block.running.most_common(1)[0][0] if block and block.running else Running()
+            self.recent_blocks.append(
+                {
+                    "time": time.time(),
+                    "duration": duration,
+                    "location": location,
+                    "reported": False,
+                    **running._asdict(),
+                    # The one sample taken for its location: the status page shows it.
+                    "stacks": self._stacks_payload(block.stacks.most_common(1) if block else []),
+                }
+            )
             return
         suppressed_before, self._pending_suppressed = self._pending_suppressed, 0
         message, payload = self._compose(duration, block, suppressed_before)
         self.reports += 1
+        self.recent_blocks.append({**payload, "time": time.time(), "location": location, "reported": True})
         logger.warning(message, extra={"block": payload})
+
+    def _stacks_payload(self, stacks: list[tuple[Stack, int]]) -> list[dict[str, Any]]:
+        cls = self._classifier
+        return [
+            {
+                "count": count,
+                "frames": [cls.describe(f) for f in stack],
+                "app": [cls.is_app(f.filename) for f in stack],
+            }
+            for stack, count in stacks[:MAX_STACKS_SHOWN]
+        ]
+
+    def _count_location(self, duration: float, block: _Block | None) -> str:
+        location = self.location_of(block.stacks.most_common(1)[0][0] if block and block.stacks else ())
+        locations = self.block_locations
+        if location not in locations and len(locations) >= MAX_LOCATIONS:
+            location = OTHER_LOCATION
+        blocks, seconds = locations.get(location, (0, 0.0))
+        # One tuple store: a reader on another thread sees the old pair or the new one.
+        locations[location] = (blocks + 1, seconds + duration)
+        return location
+
+    def location_of(self, stack: Stack) -> str:
+        """The app's `file:line` that held the loop in `stack`, for a metrics label."""
+        if not stack:
+            return UNSAMPLED_LOCATION
+        frame = locate(stack, self._classifier).app_frame
+        if frame is None:
+            return OUTSIDE_APP_LOCATION
+        return f"{self._classifier.display(frame.filename)}:{frame.lineno}"
+
+    def blocked_now(self) -> tuple[float, str | None] | None:
+        """(seconds so far, app location if sampled) while the loop is blocked now; else None."""
+        since = self.blocked_since
+        block = self._watched
+        if since is None:
+            return None
+        location = None
+        if block is not None and block.beat == since:
+            try:
+                top = block.stacks.most_common(1)
+            except RuntimeError:  # the thread added a stack as we looked
+                top = []
+            if top:
+                location = self.location_of(top[0][0])
+        return max(0.0, time.monotonic() - since - self.period), location
 
     def _warn_still_blocked(self, block: _Block, blocked: float) -> None:
         stack = sample_thread(self._loop_thread_id)
@@ -437,7 +508,7 @@ class Watchdog:
         if block is not None and stacks:
             samples = block.stacks.samples + block.other_samples
             n = len(block.stacks)
-            lines.append(f"  {_count(samples, 'sample')}, {_count(n, 'distinct stack')}")
+            lines.append(f"  {counted(samples, 'sample')}, {counted(n, 'distinct stack')}")
             others = [r for r, _ in block.running.most_common()[1:]]
             if others:
                 lines.append("  also running: " + "; ".join(r.describe() for r in others[:5]))
@@ -445,7 +516,7 @@ class Watchdog:
             lines.append(f"  {suppressed_before} block reports suppressed since the last one")
         for i, (stack, count) in enumerate(stacks[:MAX_STACKS_SHOWN], 1):
             lines.append(
-                f"  stack {i} of {len(stacks)} ({_count(count, 'sample')}), app frames marked >, "
+                f"  stack {i} of {len(stacks)} ({counted(count, 'sample')}), app frames marked >, "
                 "most recent call last:"
             )
             lines.extend(format_stack(stack, cls))
@@ -464,17 +535,6 @@ class Watchdog:
             "samples": block.stacks.samples + block.other_samples if block else 0,
             "held_off": block.held_off if block else None,
             "suppressed_before": suppressed_before,
-            "stacks": [
-                {
-                    "count": count,
-                    "frames": [cls.describe(f) for f in stack],
-                    "app": [cls.is_app(f.filename) for f in stack],
-                }
-                for stack, count in stacks[:MAX_STACKS_SHOWN]
-            ],
+            "stacks": self._stacks_payload(stacks),
         }
         return "\n".join(lines), payload
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"

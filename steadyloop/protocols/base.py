@@ -11,6 +11,8 @@ from typing import Protocol
 
 
 class Connection(Protocol):
+    closing: bool  # going away: no new request or message will be started on it
+
     def is_idle(self) -> bool:
         """No request or message in progress: closing now loses nothing the peer sent."""
         ...

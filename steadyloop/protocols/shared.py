@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from steadyloop.asgi.types import ASGIApp
     from steadyloop.config import Config
     from steadyloop.observe.access import AccessLog
+    from steadyloop.observe.metrics.requests import RequestCounters
 
 
 @dataclass(eq=False)
@@ -41,6 +42,7 @@ class ServerState:
     date: DateCache = field(default_factory=DateCache)
     server_header_block: bytes = b""
     idle_waiter: asyncio.Future[None] | None = None
+    metrics: RequestCounters | None = None  # --metrics: counted where a request ends
 
     def __post_init__(self) -> None:
         config = self.config
@@ -71,9 +73,15 @@ class ServerState:
     def trusts(self, host: str | None) -> bool:
         return self.config.proxy_headers and self.proxies.contains(host)
 
-    def request_done(self) -> None:
-        """Count a completed request: the one place requests are counted."""
+    def request_done(self, status: int, protocol: str, started_at: float) -> None:
+        """A request is complete (the app's answer, or the server's 500): the one place
+        requests are counted, for --max-requests and the metrics. `protocol` is the ASGI
+        http_version ("1.1", "2") or "websocket"; `started_at` is time.perf_counter() when
+        it began (0.0 when nothing times requests)."""
         self.requests += 1
+        metrics = self.metrics  # metrics hook: the one place a finished request is measured
+        if metrics is not None:
+            metrics.request_done(status, protocol, time.perf_counter() - started_at)
         if self.requests == self.max_requests and self.on_max_requests is not None:
             self.on_max_requests()
 

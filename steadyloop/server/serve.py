@@ -21,7 +21,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
+from steadyloop import __version__
 from steadyloop.asgi.lifespan import Lifespan, LifespanFailed
 from steadyloop.asgi.types import ASGIApp
 from steadyloop.config import Config
@@ -30,12 +32,18 @@ from steadyloop.observe.access import AccessLog
 from steadyloop.observe.heartbeat import Heartbeat
 from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.observe.logsetup import LogPipeline, setup_logging
+from steadyloop.observe.metrics import process as process_stats
+from steadyloop.observe.metrics.publisher import Publisher
+from steadyloop.observe.metrics.shm import StatsSlot
 from steadyloop.observe.threadpool import install_thread_pools
 from steadyloop.observe.watchdog import Watchdog
+from steadyloop.observe.words import counted
 from steadyloop.protocols.http1.connection import Http1Connection
 from steadyloop.protocols.shared import ServerState
+from steadyloop.sdnotify import Notifier
 from steadyloop.server.loops import new_event_loop
 from steadyloop.server.sockets import bind_sockets, describe
+from steadyloop.server.stats_sources import attach as attach_stats
 from steadyloop.wsgi.bridge import WSGIBridge
 
 logger = logging.getLogger("steadyloop.error")
@@ -43,6 +51,8 @@ logger = logging.getLogger("steadyloop.error")
 HOUSEKEEPING_INTERVAL = 0.5  # seconds between timeout sweeps and Date refreshes
 LAST_CALL = 0.5  # seconds an idle keep-alive connection may still bring a request at shutdown
 
+# CPython's default collection thresholds (gc.get_threshold() in a fresh interpreter).
+INTERPRETER_GC_THRESHOLDS = (700, 10, 10)
 EXECUTOR_GRACE = 5.0  # seconds the sync pool gets to finish its jobs once the loop is done
 EXIT_OK = 0
 EXIT_STARTUP_FAILED = 3
@@ -93,6 +103,13 @@ class Server:
         # Set by a supervisor before serving: the shared slot it reads to tell a stuck loop.
         self.heartbeat: Heartbeat | None = None
         self.watchdog: Watchdog | None = None
+        self.is_worker = False  # one of a supervisor's (ours or gunicorn's) worker processes
+        self.notifier: Notifier | None = None  # systemd's NOTIFY_SOCKET, for a lone process
+        self._watchdog_ping: asyncio.TimerHandle | None = None
+        # This process's numbers (steadyloop.observe.current_stats()); with --metrics, requests
+        # are counted too and published to the supervisor's slot (or served by our own listener).
+        self.stats = process_stats.ProcessStats()
+        self.stats_slot: StatsSlot | None = None
 
     # -- the whole life ------------------------------------------------------------------------
 
@@ -104,15 +121,21 @@ class Server:
         # The watchdog covers the whole life, lifespan startup and shutdown included.
         self.watchdog = Watchdog(self.loop, self.config.watchdog, heartbeat=self.heartbeat)
         self.watchdog.start()
+        publisher = Publisher(self.stats, self.stats_slot) if self.config.metrics.enabled else None
         try:
             if not await self.startup(sockets):
                 return
+            if publisher is not None:
+                publisher.start()
             try:
                 await self._should_exit.wait()
             finally:
                 await self.shutdown()
         finally:
             self.watchdog.stop()
+            if publisher is not None:
+                publisher.stop()  # after the watchdog's last report: the final numbers
+            process_stats.uninstall(self.stats)
 
     async def startup(self, sockets: list[socket.socket] | None) -> bool:
         config = self.config
@@ -125,7 +148,15 @@ class Server:
             state.max_requests = self.max_requests
             state.on_max_requests = self._max_requests_reached
         self.state = state
+        attach_stats(
+            self.stats, state, self.watchdog, self.log_pipeline, count_requests=config.metrics.enabled
+        )
+        process_stats.install(self.stats)
 
+        # Bound before the app's startup runs: a port that is taken must not leave the app
+        # started (its connections open) with nobody to run its shutdown.
+        if sockets is None:
+            sockets = bind_sockets(config)
         self.lifespan = Lifespan(self.app, config.lifespan, state.lifespan_state)
         try:
             await self.lifespan.startup()
@@ -135,10 +166,10 @@ class Server:
         except LifespanFailed as exc:
             logger.error("Application startup failed: %s", exc)
             self.exit_code = EXIT_STARTUP_FAILED
+            for sock in sockets:
+                sock.close()
             return False
 
-        if sockets is None:
-            sockets = bind_sockets(config)
         for sock in sockets:
             # Where the server picks the protocol for a new connection.
             server = await loop.create_server(
@@ -150,20 +181,39 @@ class Server:
         if config.websocket.engine == "wsproto":
             logger.info("--ws wsproto: served by the websockets sans-I/O engine, steadyloop's only one")
         for address in self.addresses:
-            logger.info("steadyloop serving on %s (pid %d)", address, os.getpid())
+            if self.is_worker:  # its supervisor said the version and how to quit
+                logger.info("worker %d serving on %s", os.getpid(), address)
+            else:
+                logger.info("steadyloop %s serving on %s (Press CTRL+C to quit)", __version__, address)
         # Everything alive now (the app, its framework, their modules) lives as long as the
         # process. Freezing it keeps the cyclic GC from rescanning it in every full
         # collection: with FastAPI loaded those took ~35 ms, each one a stall of the loop.
         gc.collect()
         gc.freeze()
+        _raise_young_gc_threshold()
         self.started.set()
+        if self.notifier is not None:
+            self.notifier.ready("serving on " + ", ".join(self.addresses))
+            self._ping_systemd()
         if self.on_started is not None:
             self.on_started(self)
         return True
 
+    def _ping_systemd(self) -> None:
+        """WATCHDOG=1 from a timer on this loop: a stuck loop stops the pings."""
+        notifier = self.notifier
+        if notifier is None or notifier.watchdog_interval is None or self.loop is None:
+            return
+        notifier.watchdog()
+        self._watchdog_ping = self.loop.call_later(notifier.watchdog_interval, self._ping_systemd)
+
     async def shutdown(self) -> None:
         state = self.state
         assert state is not None and self.loop is not None
+        if self.notifier is not None:
+            self.notifier.stopping()
+        if self._watchdog_ping is not None:
+            self._watchdog_ping.cancel()
         for server in self._servers:
             server.close()
         state.shutting_down = True
@@ -176,9 +226,9 @@ class Server:
                 await asyncio.wait_for(asyncio.shield(waiter), timeout)
             except asyncio.TimeoutError:
                 logger.warning(
-                    "graceful shutdown timed out after %ss: cancelling %d requests",
+                    "graceful shutdown timed out after %ss: cancelling %s",
                     timeout,
-                    state.tasks,
+                    counted(state.tasks, "request"),
                 )
             except asyncio.CancelledError:
                 pass
@@ -295,12 +345,21 @@ def serve_process(
     *,
     on_started: Callable[[Server], None] | None = None,
     heartbeat: Heartbeat | None = None,
+    is_worker: bool = False,
+    stats_slot: StatsSlot | None = None,
 ) -> int:
     """Run one serving process to the end and return its exit code.
 
     `heartbeat`: a supervisor's shared slot, stamped by the loop (via the watchdog).
+    A port that is taken (ConfigError, one line) is found before the app is imported;
+    the socket listens once the server has started.
+    `stats_slot`: a supervisor's shared slot for this worker's metrics (--metrics); without
+    one, --metrics starts this process's own listener, on a thread of its own.
     """
+    if sockets is None:
+        sockets = bind_sockets(config, listen=False)
     pipeline = setup_logging(config.log)
+    listener: Any = None
     try:
         try:
             app = resolve_app(config)
@@ -311,7 +370,13 @@ def serve_process(
         server = Server(config, app)
         server.log_pipeline = pipeline
         server.heartbeat = heartbeat
+        server.is_worker = is_worker
+        if not is_worker:
+            server.notifier = Notifier.from_environment()
+        server.stats_slot = stats_slot
         server.access_log = _make_access_log(config, pipeline)
+        if config.metrics.enabled and stats_slot is None:
+            listener = _start_metrics_listener(config, server)
         loop = new_event_loop(config.loop)
         asyncio.set_event_loop(loop)
         try:
@@ -320,6 +385,8 @@ def serve_process(
             _close_loop(loop)
         return server.exit_code
     finally:
+        if listener is not None:
+            listener.stop()
         pipeline.shutdown(config.log.drain_timeout)
 
 
@@ -329,6 +396,18 @@ async def _serve_with_signals(
     server.install_signal_handlers()
     server.on_started = on_started
     await server.serve(sockets)
+
+
+def _raise_young_gc_threshold() -> None:
+    """A young-generation collection walks every in-flight request's objects, so at the
+    interpreter's default threshold (a collection every 700 net allocations) its cost per
+    request grew with the number of open connections: 87k instructions per request at 8
+    connections, 90k at 64, 100k at 256 (bench/instructions.py --connections). Ten times
+    the threshold makes it flat (87k, 87k, 88k) and keeps cyclic garbage only slightly
+    longer. An app that set its own thresholds keeps them."""
+    if gc.get_threshold() == INTERPRETER_GC_THRESHOLDS:
+        young, middle, old = INTERPRETER_GC_THRESHOLDS
+        gc.set_threshold(young * 10, middle, old)
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -348,6 +427,17 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
     finally:
         asyncio.set_event_loop(None)
         loop.close()
+
+
+def _start_metrics_listener(config: Config, server: Server) -> Any:
+    """--metrics in one process: the listener on a thread of its own, never on the loop.
+    (Imported here: prometheus_client is only loaded where metrics are served.)"""
+    from steadyloop.observe.metrics.listener import bind
+    from steadyloop.observe.metrics.standalone import StandaloneListener
+
+    listener = StandaloneListener(bind(config.metrics.address, config.metrics.port), server.stats)
+    listener.start()
+    return listener
 
 
 def _make_access_log(config: Config, pipeline: LogPipeline) -> AccessLog | None:

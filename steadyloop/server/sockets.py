@@ -9,14 +9,18 @@ import stat
 from steadyloop.config import Config, ConfigError
 
 
-def bind_sockets(config: Config, *, reuse_port: bool = False) -> list[socket.socket]:
+def bind_sockets(config: Config, *, reuse_port: bool = False, listen: bool = True) -> list[socket.socket]:
+    """The listening sockets, or with `listen=False` bound only: the address is ours
+    (a taken port fails here) but connections are refused until the server listens
+    (asyncio's create_server does), so nobody connects to a process still booting."""
+    backlog = config.backlog if listen else 0
     if config.fd is not None:
         sock = socket.socket(fileno=config.fd)
         sock.setblocking(False)
         return [sock]
     if config.uds is not None:
-        return [_bind_unix(config.uds, config.backlog)]
-    return [_bind_tcp(config.host, config.port, config.backlog, reuse_port)]
+        return [_bind_unix(config.uds, backlog)]
+    return [_bind_tcp(config.host, config.port, backlog, reuse_port)]
 
 
 def _bind_tcp(host: str, port: int, backlog: int, reuse_port: bool) -> socket.socket:
@@ -29,7 +33,8 @@ def _bind_tcp(host: str, port: int, backlog: int, reuse_port: bool) -> socket.so
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host.strip("[]"), port))
-        sock.listen(backlog)
+        if backlog:
+            sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
@@ -47,7 +52,8 @@ def _bind_unix(path: str, backlog: int) -> socket.socket:
     try:
         sock.bind(path)
         os.chmod(path, 0o666)
-        sock.listen(backlog)
+        if backlog:
+            sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {path}: {exc.strerror or exc}") from None

@@ -6,9 +6,11 @@ descriptor or a deadline:
     signal pipe     TERM/INT stop, HUP reload, TTIN/TTOU resize, CHLD a child exited
     status pipes    one per worker: ready / recycling / boot error (see worker.py)
     watcher pipe    --reload: files changed
+    metrics port    --metrics: scrapes and status polls, answered from the workers'
+                    shared stats slots (see metrics_hub.py); never a worker's loop
     deadlines       SIGKILL due for a worker that does not stop; the earliest moment
                     a worker's heartbeat can be older than --worker-timeout; the end
-                    of a boot-failure back-off
+                    of a boot-failure back-off; a metrics client's request time-out
 
 so it sleeps exactly until the next thing can happen, never in a polling loop.
 
@@ -32,9 +34,14 @@ from typing import Protocol
 
 from steadyloop.config import Config
 from steadyloop.observe.heartbeat import Heartbeat
+from steadyloop.observe.metrics.shm import StatsSlot
+from steadyloop.observe.watchdog import DUMP_SIGNAL
+from steadyloop.observe.words import counted
+from steadyloop.sdnotify import Notifier
+from steadyloop.supervisor.metrics_hub import MetricsHub, restart_reason
 from steadyloop.supervisor.process import Phase, Worker, describe_status, fork_worker
 from steadyloop.supervisor.signals import SignalPipe
-from steadyloop.supervisor.worker import DUMP_SIGNAL, FAILED, READY, RECYCLING, WorkerLink, run_worker
+from steadyloop.supervisor.worker import FAILED, READY, RECYCLING, WorkerLink, run_worker
 
 logger = logging.getLogger("steadyloop.error")
 
@@ -71,7 +78,11 @@ class ChangeSource(Protocol):
 
 class Supervisor:
     def __init__(
-        self, config: Config, sockets: list[socket.socket] | None, watcher: ChangeSource | None = None
+        self,
+        config: Config,
+        sockets: list[socket.socket] | None,
+        watcher: ChangeSource | None = None,
+        metrics_socket: socket.socket | None = None,
     ) -> None:
         self.config = config
         self.sockets = sockets  # None with --reuse-port: each worker binds its own
@@ -96,6 +107,14 @@ class Supervisor:
         self._signals: SignalPipe | None = None
         self._selector: selectors.BaseSelector | None = None
         self._lifeline: tuple[int, int] | None = None
+        self.notifier: Notifier | None = None  # systemd's NOTIFY_SOCKET (steadyloop/sdnotify.py)
+        self._next_ping = 0.0
+        # --metrics: the listener runs in this select() loop; workers publish to shared slots.
+        self.metrics: MetricsHub | None = None
+        if metrics_socket is not None:
+            self.metrics = MetricsHub(
+                metrics_socket, lambda: sum(w.phase is Phase.READY for w in self.workers.values())
+            )
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -107,6 +126,8 @@ class Supervisor:
         self._selector.register(self._signals.fileno(), selectors.EVENT_READ, self._on_signals)
         if self.watcher is not None:
             self._selector.register(self.watcher.fileno(), selectors.EVENT_READ, self._on_changes)
+        if self.metrics is not None:
+            self.metrics.listener.register(self._selector)
         try:
             self._reconcile(time.monotonic())
             while self.workers or not self.stopping:
@@ -133,6 +154,10 @@ class Supervisor:
                     deadlines.append(w.heartbeat.last() + timeout)
         if self._short() and self.respawn_at > now:
             deadlines.append(self.respawn_at)
+        if self.ever_ready and self.notifier is not None and self.notifier.watchdog_interval is not None:
+            deadlines.append(self._next_ping)
+        if self.metrics is not None and (due := self.metrics.listener.next_deadline()) is not None:
+            deadlines.append(due)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - now)
@@ -154,6 +179,19 @@ class Supervisor:
                     self._dump_and_kill(w, age, now)
         if self._short() and now >= self.respawn_at:
             self._reconcile(now)
+        if self.ever_ready and self.notifier is not None and now >= self._next_ping:
+            self._ping_systemd(now, self.notifier)
+
+    def _ping_systemd(self, now: float, notifier: Notifier) -> None:
+        """WATCHDOG=1, but only while every ready worker's loop stamps its heartbeat."""
+        if notifier.watchdog_interval is None or notifier.watchdog_timeout is None:
+            return
+        ages = [w.heartbeat.age(now) for w in self.workers.values() if w.phase is Phase.READY]
+        if ages and all(age is None or age < notifier.watchdog_timeout for age in ages):
+            notifier.watchdog()
+        self._next_ping = now + notifier.watchdog_interval
+        if self.metrics is not None:
+            self.metrics.listener.on_time(now)
 
     # -- what happens ------------------------------------------------------------------------
 
@@ -177,16 +215,16 @@ class Supervisor:
                 continue
             if sig == signal.SIGHUP:
                 logger.info(
-                    "received SIGHUP: starting %d new workers; the old ones stop once the new are ready",
-                    self.target,
+                    "received SIGHUP: starting %s; the old ones stop once the new are ready",
+                    counted(self.target, "new worker"),
                 )
                 self.reload(now)
             elif sig == getattr(signal, "SIGTTIN", None):
                 self.resize(self.target + 1, now)
-                logger.info("received SIGTTIN: %d workers wanted", self.target)
+                logger.info("received SIGTTIN: %s wanted", counted(self.target, "worker"))
             elif sig == getattr(signal, "SIGTTOU", None):
                 self.resize(self.target - 1, now)
-                logger.info("received SIGTTOU: %d workers wanted", self.target)
+                logger.info("received SIGTTOU: %s wanted", counted(self.target, "worker"))
 
     def reload(self, now: float) -> None:
         """A new generation: new workers boot, each ready one retires an old one."""
@@ -224,12 +262,14 @@ class Supervisor:
         for kind, text in w.messages(data):
             if kind == READY and w.phase is Phase.BOOTING:
                 w.phase = Phase.READY
-                self.ever_ready = True
                 self.boot_failures = 0
                 if self.gave_up is not None:  # some first workers failed, this one made it
                     self.gave_up = None
                     self.exit_code = 0
                 logger.info("worker %d is ready", w.pid)
+                if not self.ever_ready and self.notifier is not None:
+                    self.notifier.ready(f"worker {w.pid} is ready")
+                self.ever_ready = True
                 self._reconcile(now)
             elif kind == RECYCLING and w.serving:
                 w.phase = Phase.RECYCLING
@@ -252,6 +292,8 @@ class Supervisor:
             self._close_status(w)
             w.heartbeat.close()
             del self.workers[w.pid]
+            if self.metrics is not None:
+                self.metrics.worker_exited(w.pid, restart_reason(w, self.generation, self.stopping))
             self._on_exit(w, status)
         watcher = self.watcher
         if watcher is not None and watcher.pid:
@@ -288,7 +330,9 @@ class Supervisor:
         previous = [x for x in self.workers.values() if x.generation < w.generation and x.serving]
         if previous and w.generation == self.generation:
             logger.error(
-                "reload abandoned (%s): %d workers keep serving the previous code", message, len(previous)
+                "reload abandoned (%s): %s serving the previous code",
+                message,
+                counted(len(previous), "worker") + (" keeps" if len(previous) == 1 else " keep"),
             )
             for x in previous:
                 x.generation = self.generation
@@ -310,7 +354,9 @@ class Supervisor:
             self.boot_failures += 1
             delay = min(BACKOFF_FIRST * 2 ** (self.boot_failures - 1), BACKOFF_MAX)
             self.respawn_at = now + delay
-            logger.error("%d boot failures in a row: next attempt in %.1f s", self.boot_failures, delay)
+            logger.error(
+                "%s in a row: next attempt in %.1f s", counted(self.boot_failures, "boot failure"), delay
+            )
         self._reconcile(now)
 
     def _dump_and_kill(self, w: Worker, age: float, now: float) -> None:
@@ -364,9 +410,10 @@ class Supervisor:
         assert self._selector is not None and self._signals is not None and self._lifeline is not None
         lifeline_read = self._lifeline[0]
         inherited = self._private_fds()
+        stats_slot = StatsSlot() if self.metrics is not None else None
 
         def child_main(status_fd: int, heartbeat: Heartbeat) -> int:
-            link = WorkerLink(status_fd, lifeline_read, heartbeat)
+            link = WorkerLink(status_fd, lifeline_read, heartbeat, stats_slot)
             return run_worker(self.config, self.sockets, link)
 
         def reset_signals() -> None:
@@ -376,6 +423,8 @@ class Supervisor:
 
         w = fork_worker(self.generation, child_main, inherited, reset_signals)
         self.workers[w.pid] = w
+        if self.metrics is not None and stats_slot is not None:
+            self.metrics.attach(w.pid, stats_slot)
         self._selector.register(w.status_fd, selectors.EVENT_READ, lambda: self._on_status(w))
         logger.info("booting worker %d", w.pid)
         return w
@@ -390,6 +439,8 @@ class Supervisor:
 
     def _begin_shutdown(self, now: float) -> None:
         self.stopping = True
+        if self.notifier is not None:
+            self.notifier.stopping()
         # Our copy of the listening sockets goes now: once the workers have closed
         # theirs, new connections are refused at once instead of waiting in a
         # backlog nobody will accept from.
@@ -411,6 +462,8 @@ class Supervisor:
         fds.extend(w.status_fd for w in self.workers.values() if w.status_fd >= 0)
         if self.watcher is not None:
             fds.append(self.watcher.fileno())
+        if self.metrics is not None:
+            fds.extend(self.metrics.listener.fds())
         return fds
 
     def _close_status(self, w: Worker) -> None:
@@ -444,6 +497,8 @@ class Supervisor:
                 except (ProcessLookupError, ChildProcessError):
                     pass
             self.watcher.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if self._selector is not None:
             self._selector.close()
         if self._signals is not None:

@@ -79,11 +79,19 @@ def fork_worker(
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
+    # Signals stay blocked across the fork until the child has its own handlers: a TERM
+    # sent to a child that has not reset them yet would run the supervisor's handler in the
+    # child and be lost (the worker would boot and serve on, unasked). Pending, it is
+    # delivered to the child's default handler instead, and to the parent after the fork.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     pid = os.fork()
+    if pid != 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     if pid == 0:  # the child: never returns into the supervisor's stack
         code = 1
         try:
             reset_signals()
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             for fd in (read_fd, *close_in_child):
                 with contextlib.suppress(OSError):
                     os.close(fd)

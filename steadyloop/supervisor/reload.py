@@ -173,14 +173,12 @@ def _watch(dirs: list[str], flt: ReloadFilter, write_fd: int, parent: int) -> No
         yield_on_timeout=True,
         rust_timeout=WATCHING_TIMEOUT_MS,
     ):
-        if not changes:
-            if not announced:
-                announced = True
-                os.write(write_fd, b"\n")  # an empty line: "watching now"
-            continue
-        announced = True
-        paths = sorted({_short(path) for _, path in changes})
-        os.write(write_fd, b"\0".join(os.fsencode(p) for p in paths) + b"\n")
+        if changes:
+            paths = sorted({_short(path) for _, path in changes})
+            os.write(write_fd, b"\0".join(os.fsencode(p) for p in paths) + b"\n")
+        elif not announced:
+            os.write(write_fd, b"\n")  # an empty line: "watching now"
+        announced = True  # after either, the watches are known to be in place
 
 
 def _short(path: str) -> str:

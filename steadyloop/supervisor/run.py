@@ -7,7 +7,11 @@ import logging
 import os
 from typing import Any
 
+from steadyloop import __version__
 from steadyloop.config import Config, ConfigError
+from steadyloop.observe.metrics.listener import bind
+from steadyloop.observe.words import counted
+from steadyloop.sdnotify import Notifier
 from steadyloop.server.sockets import bind_sockets, describe
 from steadyloop.supervisor.arbiter import ChangeSource, Supervisor
 
@@ -20,6 +24,7 @@ def supervise(config: Config) -> int:
     pipeline = _setup_logging(config)
     sockets = None
     watcher: ChangeSource | None = None
+    metrics_socket = None
     try:
         # Imported now so every forked worker has them already (faster boots);
         # importing starts no thread.
@@ -37,12 +42,23 @@ def supervise(config: Config) -> int:
             flt = ReloadFilter.from_options(w.reload_includes, w.reload_excludes)
             watcher = FileWatcher(w.reload_dirs, flt, [s.fileno() for s in sockets or ()])
         logger.info(
-            "supervisor %d: %d worker%s on %s", os.getpid(), w.workers, "s" if w.workers > 1 else "", where
+            "steadyloop %s supervisor %d serving on %s with %s (Press CTRL+C to quit)",
+            __version__,
+            os.getpid(),
+            where,
+            counted(w.workers, "worker"),
         )
-        return Supervisor(config, sockets, watcher).run()
+        if config.metrics.enabled:
+            # Served by this process's select() loop, for every worker (see metrics_hub).
+            metrics_socket = bind(config.metrics.address, config.metrics.port)
+        supervisor = Supervisor(config, sockets, watcher, metrics_socket)
+        supervisor.notifier = Notifier.from_environment()  # before the first fork
+        return supervisor.run()
     finally:
         for sock in sockets or ():
             sock.close()
+        if metrics_socket is not None:
+            metrics_socket.close()
         if pipeline is not None:
             pipeline.shutdown(config.log.drain_timeout)
 

@@ -19,25 +19,24 @@ import contextlib
 import faulthandler
 import logging
 import os
-import signal
 import socket
 from dataclasses import dataclass
 
 from steadyloop.config import Config, ConfigError
 from steadyloop.observe.heartbeat import Heartbeat
+from steadyloop.observe.metrics.shm import StatsSlot
+from steadyloop.observe.watchdog import DUMP_SIGNAL
 from steadyloop.server.serve import Server, serve_process
 from steadyloop.server.sockets import bind_sockets
 
 logger = logging.getLogger("steadyloop.error")
 
+LOGGED_WITHIN = 1.0  # seconds a ready worker waits for its log lines before saying so
+LOGGED_POLL = 0.005
+
 READY = b"R"
 RECYCLING = b"M"
 FAILED = b"E"
-
-# The signal the watchdog registers faulthandler on (steadyloop.observe.watchdog.DUMP_SIGNAL).
-# The worker registers it too, before serving, so the supervisor's "dump your stacks"
-# works even where the watchdog is off, and never kills a worker by its default action.
-DUMP_SIGNAL: signal.Signals | None = getattr(signal, "SIGUSR2", None)
 
 
 @dataclass
@@ -47,6 +46,7 @@ class WorkerLink:
     status_fd: int  # write end of the status pipe
     lifeline_fd: int  # read end of the lifeline pipe: EOF when the supervisor is gone
     heartbeat: Heartbeat
+    stats_slot: StatsSlot | None = None  # --metrics: where this worker publishes its numbers
 
     def send(self, kind: bytes, text: str = "") -> None:
         line = kind + (b" " + text.encode("utf-8", "replace") if text else b"") + b"\n"
@@ -75,6 +75,9 @@ class _FirstError(logging.Filter):
 
 def run_worker(config: Config, sockets: list[socket.socket] | None, link: WorkerLink) -> int:
     """Serve in a freshly forked child until told to stop; returns its exit code."""
+    # The watchdog's dump signal, registered before serving too, so that the supervisor's
+    # "dump your stacks" works even where the watchdog is off, and never kills a worker
+    # by its default action.
     if DUMP_SIGNAL is not None:
         faulthandler.register(DUMP_SIGNAL, file=2, all_threads=True, chain=False)
     first_error = _FirstError()
@@ -88,12 +91,19 @@ def run_worker(config: Config, sockets: list[socket.socket] | None, link: Worker
         first_error.armed = False
         server.on_max_requests = lambda: link.send(RECYCLING)
         _watch_lifeline(server, link.lifeline_fd)
-        link.send(READY)
+        _send_when_logged(server, link, READY)
 
     try:
         if sockets is None:  # --reuse-port: each worker binds its own socket
             sockets = bind_sockets(config, reuse_port=True)
-        code = serve_process(config, sockets, on_started=on_started, heartbeat=link.heartbeat)
+        code = serve_process(
+            config,
+            sockets,
+            on_started=on_started,
+            heartbeat=link.heartbeat,
+            stats_slot=link.stats_slot,
+            is_worker=True,
+        )
     except ConfigError as exc:
         first_error.message = str(exc)
         code = 1
@@ -103,6 +113,25 @@ def run_worker(config: Config, sockets: list[socket.socket] | None, link: Worker
         link.send(FAILED, first_error.message or f"worker exited with code {code} before it was ready")
         return code or 1
     return code
+
+
+def _send_when_logged(server: Server, link: WorkerLink, kind: bytes) -> None:
+    """Send `kind` once this worker's queued log lines are written (within LOGGED_WITHIN),
+    so that the supervisor's lines about it ("retiring the old worker") follow its own
+    ("serving on") on a shared terminal, instead of overtaking them. Checked from loop
+    timers: the loop never waits for the sink."""
+    loop = server.loop
+    pipeline = server.log_pipeline
+    assert loop is not None
+    deadline = loop.time() + LOGGED_WITHIN
+
+    def check() -> None:
+        if pipeline is None or pipeline.pending() == 0 or loop.time() >= deadline:
+            link.send(kind)
+        else:
+            loop.call_later(LOGGED_POLL, check)
+
+    check()
 
 
 def _watch_lifeline(server: Server, fd: int) -> None:

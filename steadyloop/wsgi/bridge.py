@@ -29,7 +29,7 @@ from steadyloop.asgi.types import Receive, Scope, Send
 from steadyloop.observe.threadpool import PoolStats, register
 from steadyloop.wsgi.environ import build_environ
 from steadyloop.wsgi.exchange import Exchange
-from steadyloop.wsgi.pool import WorkerPool
+from steadyloop.wsgi.pool import ThreadPool
 from steadyloop.wsgi.runner import WSGIApp, run
 
 
@@ -55,7 +55,7 @@ class WSGIBridge:
         self.app = app
         self.multiprocess = multiprocess
         self.stats = register(PoolStats("wsgi", threads, block_threshold))
-        self.pool = WorkerPool(threads, self.stats)
+        self.pool = ThreadPool(threads, self.stats)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

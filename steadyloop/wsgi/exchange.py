@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from typing import Any, Final
 
 from steadyloop.asgi.types import Receive, Send
@@ -85,26 +86,19 @@ class Exchange:
 
     def post(self, kind: int, payload: Any, size: int = 0, *, wake: bool = True) -> None:
         """Queue one response piece; waits while too much is queued. Raises Aborted."""
-        with self._cond:
-            if self.aborted:
-                raise Aborted("client disconnected")
-            self._out.append((kind, payload))
-            self._unfinished += 1
-            self._out_bytes += size
-            if wake:
-                self._wake_locked()
-            if self._out_bytes > self.high:
-                self._wait_locked(lambda: self._out_bytes <= self.low)
+        self.post_all(((kind, payload),), size, wake=wake)
 
-    def post_all(self, pieces: list[tuple[int, Any]], size: int) -> None:
-        """Queue several pieces at once (a response the app gave as a list)."""
+    def post_all(self, pieces: Sequence[tuple[int, Any]], size: int, *, wake: bool = True) -> None:
+        """Queue pieces in order (one, or a response the app gave as a list); waits while
+        too much is queued. Raises Aborted."""
         with self._cond:
             if self.aborted:
                 raise Aborted("client disconnected")
             self._out.extend(pieces)
             self._unfinished += len(pieces)
             self._out_bytes += size
-            self._wake_locked()
+            if wake:
+                self._wake_locked()
             if self._out_bytes > self.high:
                 self._wait_locked(lambda: self._out_bytes <= self.low)
 

@@ -24,7 +24,10 @@ logger = logging.getLogger("steadyloop.error")
 Job = Callable[[], None]
 
 
-class WorkerPool:
+class ThreadPool:
+    """The WSGI bridge's bounded pool: its threads ("pool threads") grow on demand up to
+    `size`. ("Worker" means a process in steadyloop; a thread of a pool is a pool thread.)"""
+
     def __init__(self, size: int, stats: PoolStats, name: str = "steadyloop-wsgi") -> None:
         self.size = size
         self.stats = stats
@@ -68,7 +71,7 @@ class WorkerPool:
             try:
                 job()
             except BaseException:
-                logger.exception("unexpected error in a WSGI worker thread")
+                logger.exception("unexpected error in a WSGI pool thread")
             finally:
                 stats.finish()
             del item, job  # drop the request before waiting for the next one

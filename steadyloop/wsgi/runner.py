@@ -15,7 +15,7 @@ PEP 3333 rules enforced here:
 An app error before headers are out becomes a 500; after, the connection is
 cut short (a truncated body must not look complete). Either way it is raised
 in the request's task on the loop, where the server logs it like an ASGI
-app's error, and the worker thread goes on to the next request.
+app's error, and the pool thread goes on to the next request.
 """
 
 from __future__ import annotations

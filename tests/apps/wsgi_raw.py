@@ -146,7 +146,7 @@ def gated_stream(environ: Environ, start_response: StartResponse) -> Tracked:
 
 
 def block(environ: Environ, start_response: StartResponse) -> list[bytes]:
-    """Hold a worker thread until the test opens the gate."""
+    """Hold a pool thread until the test opens the gate."""
     name = _query(environ)["id"]
     event(STARTED, name).set()
     event(GATES, name).wait(10)

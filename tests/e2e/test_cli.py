@@ -159,7 +159,6 @@ def test_flag_wins_over_environment(logfile: Any) -> None:
         (["--header", "novalue"], {}, "NAME:VALUE"),
         ([], {"STEADYLOOP_PORT": "abc"}, "STEADYLOOP_PORT"),
         (["nosuchmodule:app"], {}, "nosuchmodule"),
-        (["apps.broken_import:app"], {}, "broken on purpose"),
         (["apps.basic:missing"], {}, "missing"),
         (["notaspec"], {}, "module:attribute"),
     ],

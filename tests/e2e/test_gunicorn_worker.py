@@ -1,4 +1,4 @@
-"""steadyloop.workers.SteadyloopWorker under a real gunicorn master: serve, recycle
+"""steadyloop.integrations.gunicorn.SteadyloopWorker under a real gunicorn master: serve, recycle
 (--max-requests), dump and replace a stuck worker (--timeout), stop on TERM."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def gunicorn(*args: str) -> Iterator[tuple[subprocess.Popen[str], LogTail, str]]
         "-m",
         "gunicorn",
         "-k",
-        "steadyloop.workers.SteadyloopWorker",
+        "steadyloop.integrations.gunicorn.SteadyloopWorker",
         "-b",
         f"127.0.0.1:{port}",
         "--no-control-socket",
@@ -52,7 +52,7 @@ def gunicorn(*args: str) -> Iterator[tuple[subprocess.Popen[str], LogTail, str]]
 
 def test_serves_requests_and_stops_gracefully_on_term() -> None:
     with gunicorn("-w", "2") as (proc, log, url):
-        log.wait_all(r"steadyloop serving on .* \(pid \d+\)", 2)
+        log.wait_all(r"worker \d+ serving on http://", 2)
         response = httpx.get(url, timeout=5)
         assert response.status_code == 200
         assert response.headers["server"] == "steadyloop"
@@ -74,7 +74,7 @@ def test_serves_requests_and_stops_gracefully_on_term() -> None:
 def test_max_requests_recycles_the_worker_without_failures() -> None:
     with gunicorn("-w", "1", "--max-requests", "200") as (_proc, log, url):
         (first,) = (int(m.group(1)) for m in log.wait_all(BOOTED, 1))
-        log.wait_for(r"steadyloop serving on", 15)
+        log.wait_for(r"serving on", 15)
         mark = log.mark()
         with load(url, threads=3) as traffic:
             log.wait_for(r"served 200 requests \(--max-requests\)", 30, mark)
@@ -90,7 +90,7 @@ def test_max_requests_recycles_the_worker_without_failures() -> None:
 def test_timeout_dumps_the_stuck_stack_and_gunicorn_replaces_the_worker() -> None:
     with gunicorn("-w", "1", "--timeout", "2") as (_proc, log, url):
         first = int(log.wait_for(BOOTED).group(1))
-        log.wait_for(r"steadyloop serving on", 15)
+        log.wait_for(r"serving on", 15)
         mark = log.mark()
 
         def stuck() -> None:
@@ -103,6 +103,6 @@ def test_timeout_dumps_the_stuck_stack_and_gunicorn_replaces_the_worker() -> Non
         log.wait_for(r'File ".*workers_app\.py", line \d+ in stuck_forever', 10, mark)
         second = int(log.wait_for(BOOTED, 20, mark).group(1))
         assert second != first
-        log.wait_for(r"steadyloop serving on", 15, mark)
+        log.wait_for(r"serving on", 15, mark)
         assert httpx.get(url, timeout=5).text == str(second)
         client.join(timeout=10)

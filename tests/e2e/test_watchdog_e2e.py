@@ -274,7 +274,7 @@ def test_rate_limit_bounds_reports_and_counts_the_rest() -> None:
         elapsed = time.monotonic() - started
         srv.proc.send_signal(signal.SIGTERM)  # the summary is written at shutdown
         summary = srv.err.wait_for(
-            r"loop watchdog: (?P<blocks>\d+) blocks, .* (?P<reported>\d+) reported, "
+            r"loop watchdog: (?P<blocks>\d+) blocks?, .* (?P<reported>\d+) reported, "
             r"(?P<suppressed>\d+) suppressed by the rate limit \((?P<pending>\d+) since"
         )
         assert srv.proc.wait(15) == 0

@@ -201,7 +201,7 @@ def test_ttou_removes_a_worker_and_ttin_adds_one() -> None:
         s.log.wait_for(r"worker (\d+) exited with code 0", 15, mark)
         mark = s.log.mark()
         s.signal(signal.SIGTTOU)  # never fewer than one worker
-        s.log.wait_for(r"received SIGTTOU: 1 workers wanted", 15, mark)
+        s.log.wait_for(r"received SIGTTOU: 1 worker wanted", 15, mark)
         assert len(s.children()) == 1
         assert httpx.get(s.url, timeout=5).status_code == 200
 

@@ -25,7 +25,7 @@ def test_fastapi_async_and_sync_endpoints(fastapi_server: RunningServer) -> None
         assert on_loop["thread"] == "test-server"  # async def runs on the loop thread
         off_loop = client.get("/sync").json()
         assert off_loop["message"] == "sync"
-        assert off_loop["thread"] != "test-server"  # def runs on a worker thread
+        assert off_loop["thread"] != "test-server"  # def runs on a pool thread
 
 
 def test_fastapi_path_params_query_and_validation(fastapi_server: RunningServer) -> None:

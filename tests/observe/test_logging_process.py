@@ -635,7 +635,8 @@ def test_custom_format_exception_and_last_resort(children: Children) -> None:
     )
     out, err = child.output()
     assert out == b"lookup failed\n<KeyError: 'missing'>\n"
-    assert err == b"nobody configured me\n"
+    # In the server's format, naming its logger (steadyloop/observe/logformat.py).
+    assert re.fullmatch(rb"\[[^]]+\] \[\d+\] \[WARNING\] orphan: nobody configured me\n", err), err
 
 
 def test_file_handlers_batched_and_not(children: Children) -> None:

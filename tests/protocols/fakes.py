@@ -35,6 +35,7 @@ class FakeTransport(asyncio.Transport):
         self.lost = False
         self.peer = peer
         self.written = bytearray()
+        self.writes = 0  # how many write() calls: one per send(2) on a real socket
         self.reading = True
         self.closing = False
         self.eof_written = False
@@ -49,6 +50,7 @@ class FakeTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert not self.closing or self.eof_written, "write after close"
         self.written += data
+        self.writes += 1
 
     def write_eof(self) -> None:
         self.eof_written = True

@@ -295,3 +295,53 @@ def test_a_slow_download_that_moves_is_never_cut() -> None:
         assert not transport.aborted and events == []
     finally:
         h.close()
+
+
+def test_pipelined_responses_go_out_in_one_write(harness: Harness) -> None:
+    conn, transport = harness.connect()
+    harness.feed(conn, b"".join(GET % str(i).encode() for i in range(16)))
+    out = transport.take()
+    assert out.count(b"HTTP/1.1 200 OK") == 16
+    assert transport.writes == 1
+
+
+def test_a_slow_request_in_a_pipeline_does_not_hold_back_the_answers_before_it() -> None:
+    gate = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await gate.wait()
+        await hello(scope, receive, send)
+
+    h = make(app)
+    try:
+        conn, transport = h.connect()
+        h.feed(conn, (GET % b"1") + (GET % b"2") + (GET % b"slow") + (GET % b"4"))
+        out = transport.take()
+        assert out.count(b"HTTP/1.1 200 OK") == 2 and out.endswith(b"/2")  # not waiting for /slow
+        gate.set()
+        h.settle()
+        out = transport.take()
+        assert out.count(b"HTTP/1.1 200 OK") == 2 and out.endswith(b"/4")
+    finally:
+        h.close()
+
+
+def test_a_streamed_response_in_a_pipeline_keeps_its_order() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/stream":
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"part", "more_body": True})
+            await send({"type": "http.response.body", "body": b"end"})
+        else:
+            await hello(scope, receive, send)
+
+    h = make(app)
+    try:
+        conn, transport = h.connect()
+        h.feed(conn, (GET % b"1") + (GET % b"stream") + (GET % b"3"))
+        out = transport.take()
+        first, stream, third = out.index(b"\r\n\r\n/1"), out.index(b"4\r\npart\r\n"), out.index(b"/3")
+        assert first < stream < out.index(b"3\r\nend\r\n0\r\n\r\n") < third
+    finally:
+        h.close()

@@ -301,8 +301,8 @@ def test_the_pool_is_bounded_and_waits_are_reported() -> None:
         try:
             wait_until(lambda: bridge.stats.busy == 2 and bridge.stats.queued == 2, timeout=5)
             assert sum(event(STARTED, n).is_set() for n in names) == 2
-            wait_until(lambda: any("for a worker thread" in m for m in reports.messages()), timeout=5)
-            message = next(m for m in reports.messages() if "for a worker thread" in m)
+            wait_until(lambda: any("for a pool thread" in m for m in reports.messages()), timeout=5)
+            message = next(m for m in reports.messages() if "for a pool thread" in m)
             assert message.startswith("GET /block has waited ")
             assert "2 of 2 busy, 2 queued (pool wsgi)" in message
         finally:

@@ -16,7 +16,7 @@ from steadyloop.observe.threadpool import PoolStats
 from steadyloop.wsgi.environ import build_environ
 from steadyloop.wsgi.filewrapper import FileWrapper
 from steadyloop.wsgi.input import InputStream
-from steadyloop.wsgi.pool import WorkerPool
+from steadyloop.wsgi.pool import ThreadPool
 
 
 def stream_of(*chunks: bytes) -> tuple[InputStream, list[int]]:
@@ -169,7 +169,7 @@ def test_pool_stats_report_finished_waits_with_rate_limit() -> None:
     assert stats.long_waits == 3 and stats.reports == 1 and stats.suppressed == 2
     assert len(records.records) == 1
     message = records.messages()[0]
-    assert message.startswith("GET /x waited ") and "for a worker thread; 1 of 2 busy" in message
+    assert message.startswith("GET /x waited ") and "for a pool thread; 1 of 2 busy" in message
     assert getattr(records.records[0], "threadpool")["pool"] == "test"  # noqa: B009
     snap = stats.snapshot()
     assert snap["busy"] == 0 and snap["queued"] == 0 and snap["completed"] == 3
@@ -202,7 +202,7 @@ def test_pool_stats_report_a_task_still_waiting() -> None:
 
 def test_worker_pool_survives_a_raising_job() -> None:
     stats = PoolStats("jobs", 2, threshold=0)
-    pool = WorkerPool(2, stats, name="test-pool")
+    pool = ThreadPool(2, stats, name="test-pool")
     done = threading.Event()
 
     def bad() -> None:

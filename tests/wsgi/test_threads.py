@@ -61,10 +61,10 @@ def test_threads_4_with_8_slow_fastapi_def_requests() -> None:
             assert seen["running"] == 4
             assert seen["pools"]["anyio"]["busy"] == 4
             assert seen["pools"]["anyio"]["size"] == 4
-            report = wait_until(lambda: stderr.find("for a worker thread"), timeout=10)
+            report = wait_until(lambda: stderr.find("for a pool thread"), timeout=10)
             # The first report comes when the oldest waiter crosses the threshold, however many
             # have queued behind it by then.
-            pattern = r"GET /slow has waited \d+ ms so far for a worker thread; 4 of 4 busy, [1-4] queued"
+            pattern = r"GET /slow has waited \d+ ms so far for a pool thread; 4 of 4 busy, [1-4] queued"
             assert re.search(pattern + r" \(pool anyio\)", report), report
         finally:
             httpx.get(base + "/release", timeout=5)
@@ -127,7 +127,7 @@ def test_starlette_threadpool_uses_the_limiter_in_process() -> None:
         try:
             wait_until(lambda: fa.running == 2, timeout=5)
             wait_until(
-                lambda: any("for a worker thread; 2 of 2 busy" in m for m in reports.messages()), timeout=5
+                lambda: any("for a pool thread; 2 of 2 busy" in m for m in reports.messages()), timeout=5
             )
         finally:
             fa.gate.set()

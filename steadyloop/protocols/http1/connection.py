@@ -10,7 +10,10 @@ Callback order (asyncio's grammar):
 
 Requests on a connection are served one at a time, in order. The bytes of a
 pipelined request stay in the parser until the response before it is
-complete, so responses can never overtake each other. Every callback catches
+complete, so responses can never overtake each other. While requests are
+pipelined, whole responses are corked: gathered and written with one
+`transport.write` when the pipeline is drained (or when it stops moving for a
+loop turn), one send instead of one per request. Every callback catches
 everything but SystemExit/KeyboardInterrupt and turns it into one fatal path:
 log, close this connection, keep the worker.
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from steadyloop.asgi.cycle import ClientDisconnected
@@ -51,9 +55,11 @@ PIPELINE_HIGH_WATER = 64 * 1024
 
 class Http1Connection(asyncio.Protocol):
     __slots__ = (
+        "answered",
         "client",
         "closing",
         "closing_since",
+        "corked",
         "cycle",
         "data_since",
         "done",
@@ -69,6 +75,7 @@ class Http1Connection(asyncio.Protocol):
         "server",
         "state",
         "transport",
+        "write",
         "write_buffered",
         "write_paused",
         "write_stall_since",
@@ -102,11 +109,17 @@ class Http1Connection(asyncio.Protocol):
         self.idle_since = state.now
         self.data_since = state.now  # when bytes last arrived (housekeeping clock)
         self.head_since: float | None = None
+        # Whole responses go out through `write`: the transport's own write, or while corked
+        # the cork's list.append (no test per response for which one it is).
+        self.write: Callable[[bytes], object] = _not_connected
+        self.corked: list[bytes] | None = None
+        self.answered = 0  # responses completed on this connection (the cork's progress)
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
+        self.write = transport.write  # type: ignore[attr-defined]
         state = self.state
         state.connections.add(self)
         peer = transport.get_extra_info("peername")
@@ -152,6 +165,7 @@ class Http1Connection(asyncio.Protocol):
         state = self.state
         state.connections.discard(self)
         self.closing = True
+        self.corked = None
         cycle = self.cycle
         if cycle is not None:
             self.cycle = None
@@ -183,9 +197,14 @@ class Http1Connection(asyncio.Protocol):
             while True:
                 cycle = self.cycle
                 if cycle is not None and cycle.body_complete:
-                    # A pipelined request waits in the parser for this response to finish.
-                    if parser.buffered > PIPELINE_HIGH_WATER:
-                        self.pause_reading()
+                    buffered = parser.buffered
+                    if buffered:
+                        # A pipelined request waits in the parser for this response to
+                        # finish: gather the responses until the pipeline drains.
+                        if self.corked is None:
+                            self._cork()
+                        if buffered > PIPELINE_HIGH_WATER:
+                            self.pause_reading()
                     return
                 event = parser.next_event()
                 if event is NEED_DATA:
@@ -246,9 +265,11 @@ class Http1Connection(asyncio.Protocol):
         }
         if head.upgrade and self._upgrade(head, scope):
             return
-        cycle = Http1Cycle(self, scope, head, time.perf_counter() if state.access_log else 0.0)
+        timed = state.access_log is not None or state.metrics is not None
+        cycle = Http1Cycle(self, scope, head, time.perf_counter() if timed else 0.0)
         self.cycle = cycle
-        if state.shutting_down:  # served in the last call: say the connection ends with it
+        # Served in the last call, or --timeout-keep-alive 0: say the connection ends with it.
+        if state.shutting_down or not state.config.timeouts.keep_alive:
             cycle.keep_alive = False
         task: asyncio.Task[None]
         try:
@@ -298,8 +319,35 @@ class Http1Connection(asyncio.Protocol):
 
     # -- called by the request cycle ---------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
+    def write_through(self, data: bytes) -> None:
+        """Write now, after whatever is corked: streamed bodies, 100 Continue, files."""
+        if self.corked is not None:
+            self._uncork()
         self.transport.write(data)
+
+    # -- pipelined responses, gathered -------------------------------------------------------
+
+    def _cork(self) -> None:
+        corked = self.corked = []
+        self.write = corked.append
+        self.loop.call_soon(self._uncork_when_stalled, self.answered)
+
+    def _uncork(self) -> None:
+        corked = self.corked
+        self.corked = None
+        self.write = self.transport.write
+        if corked:
+            self.transport.write(b"".join(corked) if len(corked) > 1 else corked[0])
+
+    def _uncork_when_stalled(self, answered: int) -> None:
+        """Once a loop turn passes without a response completing (an app awaiting something
+        slow), what is gathered goes out: pipelining never delays an answer for long."""
+        if self.corked is None:
+            return
+        if self.answered != answered:
+            self.loop.call_soon(self._uncork_when_stalled, self.answered)
+        else:
+            self._uncork()
 
     async def drain(self) -> None:
         if not self.write_paused or self.transport.is_closing():
@@ -323,11 +371,12 @@ class Http1Connection(asyncio.Protocol):
     def response_complete(self, cycle: Http1Cycle) -> None:
         """The one place a request ends, answered by the app or by the server."""
         state = self.state
-        state.request_done()
+        state.request_done(cycle.status, cycle.head.http_version, cycle.started_at)
         if state.access_log is not None:
             self._log_access(cycle)
         if self.cycle is not cycle:
             return  # the connection is gone already
+        self.answered += 1
         self.cycle = None
         # The exact time, not the housekeeping clock: that may be half a second old, and a
         # short --timeout-keep-alive would then close a connection right after its response.
@@ -349,14 +398,18 @@ class Http1Connection(asyncio.Protocol):
         if self.parser.buffered or self.parser.dead:
             # A dead parser may hold the error for a request pipelined behind this one.
             self._pump()
+        elif self.corked is not None:
+            self._uncork()  # the pipeline is drained
 
     def _log_access(self, cycle: Http1Cycle) -> None:
         assert self.state.access_log is not None
-        client = self.client
+        # What the app saw: the client a trusted proxy named, the path below --root-path.
+        scope = cycle.scope
+        client = scope["client"]
         self.state.access_log.log(
             f"{client[0]}:{client[1]}" if client else "-",  # as uvicorn shows it
             cycle.method,
-            cycle.target.decode("latin-1"),
+            scope["root_path"] + cycle.target.decode("latin-1"),
             cycle.head.http_version,
             cycle.status,
             cycle.bytes_sent,
@@ -421,7 +474,7 @@ class Http1Connection(asyncio.Protocol):
         cycle.response_started = True
         cycle.status = 500
         cycle.keep_alive = False
-        self.transport.write(simple_response(500))
+        self.write_through(simple_response(500))
         cycle.response_complete = True
         self.response_complete(cycle)
 
@@ -439,7 +492,7 @@ class Http1Connection(asyncio.Protocol):
                 self.transport.abort()
                 return
         if not self.transport.is_closing():
-            self.transport.write(simple_response(status, (reason + "\n").encode("utf-8")))
+            self.write_through(simple_response(status, (reason + "\n").encode("utf-8")))
             self.close(linger=True)  # the rest of a refused request may still be arriving
         self.closing = True
 
@@ -449,6 +502,8 @@ class Http1Connection(asyncio.Protocol):
         sends a reset, which can destroy the response before the client reads it."""
         if self.closing and (self.lingering or self.transport.is_closing()):
             return
+        if self.corked is not None:
+            self._uncork()
         self.closing = True
         self.closing_since = self.state.now
         if linger and self.transport.can_write_eof():
@@ -541,6 +596,10 @@ class Http1Connection(asyncio.Protocol):
             # Say so in the response head, if it is not out yet, so that the client does not
             # send another request down a connection about to close.
             self.cycle.keep_alive = False
+
+
+def _not_connected(data: bytes) -> None:
+    raise RuntimeError("write before connection_made")
 
 
 def _peer(client: tuple[str, int] | None) -> str:

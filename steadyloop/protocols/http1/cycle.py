@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
@@ -44,8 +45,10 @@ class Http1Owner(Protocol):
     transport: asyncio.Transport
     write_paused: bool
     done: asyncio.Future[None]
+    # A whole response: written now, or gathered while requests are pipelined.
+    write: Callable[[bytes], object]
 
-    def write(self, data: bytes) -> None: ...
+    def write_through(self, data: bytes) -> None: ...
     async def drain(self) -> None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
@@ -66,7 +69,7 @@ class Http1Cycle(RequestCycle):
 
     def _send_continue(self) -> None:
         if not self.head_written:
-            self.conn.write(_CONTINUE)
+            self.conn.write_through(_CONTINUE)
         else:
             # Too late for an interim response: the client may never send the body, and this
             # connection cannot be trusted for another request.
@@ -106,7 +109,7 @@ class Http1Cycle(RequestCycle):
             if not more and framing == FRAMING_LENGTH and length == len(body):
                 # The whole body in one message, as promised: the most common response.
                 self.bytes_sent = length
-                self.conn.transport.write(head + body if body else head)
+                self.conn.write(head + body if body else head)
                 self._complete()
                 return False
             writer = self.writer = writer_for(framing, length)
@@ -131,7 +134,7 @@ class Http1Cycle(RequestCycle):
                     self.path,
                 )
         if data:
-            self.conn.transport.write(data)
+            self.conn.write_through(data)
         if not more:
             self._complete()
             return False
@@ -161,10 +164,10 @@ class Http1Cycle(RequestCycle):
             if writer is NO_BODY or writer is CHUNKED:
                 # HEAD/204/304, or a length we had to announce chunked: no sendfile shortcut.
                 body = await loop.run_in_executor(None, file.read) if writer is CHUNKED else b""
-                self.conn.write(head + self._frame(body) + writer.finish())
+                self.conn.write_through(head + self._frame(body) + writer.finish())
             else:
                 if head:
-                    self.conn.write(head)
+                    self.conn.write_through(head)
                 if isinstance(writer, LengthWriter):
                     if size != writer.left:
                         # The file changed since the app measured it. Never send more than
@@ -221,7 +224,7 @@ class Http1Cycle(RequestCycle):
             if not chunk:
                 break
             left -= len(chunk)
-            conn.write(chunk)
+            conn.write_through(chunk)
             if conn.write_paused:
                 await conn.drain()
             if self.disconnected:

@@ -100,6 +100,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.client = client
         self.started_at = time.perf_counter()
         self.phase = HANDSHAKE
+        self.closing = False  # a close has begun (either side) or the socket is gone
         options = state.config.websocket
         self.max_queue = options.max_queue
         self.engine = Protocol(SERVER, max_size=options.max_size, logger=_engine_logger)
@@ -179,12 +180,13 @@ class WebSocketConnection(asyncio.Protocol):
         state = self.state
         state.connections.discard(self)
         self.phase = CLOSED
+        self.closing = True
         if self.close_code is None and self.status == 101:
             self.close_code = 1006  # "closed abnormally, without a Close frame" -- RFC 6455 §7.1.5
         self._end_for_app(1006, "")
         self._wake_drain()
         if self.status:  # the handshake was answered: a request served, like any other
-            state.request_done()
+            state.request_done(self.status, "websocket", self.started_at)
             if state.access_log is not None:
                 self._log_access()
         state.check_idle()
@@ -288,6 +290,7 @@ class WebSocketConnection(asyncio.Protocol):
                     self.close_code = received.code
                 if self.phase == OPEN:
                     self.phase = CLOSING  # the engine has answered with its close frame
+                self.closing = True
                 self._end_for_app(received.code, received.reason)
             elif opcode is _PONG:
                 self.ping_sent_at = 0.0
@@ -324,6 +327,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._failed(engine)
 
     def _failed(self, engine: Protocol) -> None:
+        self.closing = True
         sent = engine.close_sent
         code = sent.code if sent is not None else 1006
         if self.close_code is None:
@@ -489,6 +493,7 @@ class WebSocketConnection(asyncio.Protocol):
         engine.send_close(code, reason)
         self._flush()
         self.phase = CLOSING
+        self.closing = True
         if self.close_code is None:
             self.close_code = code
         self.closing_since = self.state.now or time.monotonic()
@@ -510,6 +515,7 @@ class WebSocketConnection(asyncio.Protocol):
         """Answer the handshake with an HTTP response instead of a WebSocket, and close."""
         self.status = status
         self.phase = CLOSED
+        self.closing = True
         if not self.transport.is_closing():
             self.transport.write(response)
             self.bytes_sent += len(response)

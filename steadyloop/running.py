@@ -6,19 +6,24 @@ import sys
 from typing import Any
 
 from steadyloop.config import Config, ConfigError
+from steadyloop.envfile import load_env_file
 from steadyloop.options import build_config
+from steadyloop.pidfile import pid_file
 
 
 def run_config(config: Config) -> int:
     """Serve until told to stop; returns the process exit code."""
     try:
-        if config.worker.workers > 1 or config.worker.reload or config.worker.worker_timeout:
-            from steadyloop.supervisor.run import supervise  # the supervisor never imports the app
+        if config.env_file is not None:
+            load_env_file(config.env_file)  # (the CLI has done so already; set variables win)
+        with pid_file(config.pid_file):
+            if config.worker.workers > 1 or config.worker.reload or config.worker.worker_timeout:
+                from steadyloop.supervisor.run import supervise  # the supervisor never imports the app
 
-            return supervise(config)
-        from steadyloop.server.serve import serve_process
+                return supervise(config)
+            from steadyloop.server.serve import serve_process
 
-        return serve_process(config)
+            return serve_process(config)
     except ConfigError as exc:
         print(f"steadyloop: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,1 @@
+"""Adapters that run steadyloop inside other servers' process managers (gunicorn)."""

@@ -1,0 +1,3 @@
+import os
+
+SETTING = os.environ["MISSING_SETTING"]
