@@ -16,6 +16,7 @@ import pytest
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import CLIENT, Protocol
 
+from steadyloop.observe.metrics.requests import RequestCounters
 from steadyloop.protocols.websocket.connection import WebSocketConnection
 from steadyloop.protocols.websocket.handshake import accept_key
 from tests.protocols.fakes import FakeTransport, Harness
@@ -461,5 +462,17 @@ def test_a_client_gone_before_accept_makes_accept_raise_oserror_not_an_app_error
         assert heard[1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
         assert "Exception in application" not in caplog.text
         assert harness.state.tasks == 0 and harness.state.requests == 0
+    finally:
+        harness.close()
+
+
+def test_a_finished_session_is_one_request_in_the_metrics_as_protocol_websocket() -> None:
+    harness, ws, transport, _peer = opened()
+    try:
+        counters = harness.state.metrics = RequestCounters()
+        harness.feed(ws, frame(Opcode.CLOSE, Close(1000, "").serialize()))
+        transport.close()
+        harness.settle()
+        assert counters.snapshot()["requests"] == {"websocket": {"1xx": 1}}
     finally:
         harness.close()
