@@ -27,6 +27,7 @@ from steadyloop.options import (
     seconds,
     whole_number,
 )
+from steadyloop.stdfds import ensure_standard_fds
 
 EXIT_USAGE = 2
 
@@ -41,8 +42,6 @@ FOREIGN_FLAGS = {
     "--keep-alive": "--timeout-keep-alive SECONDS",
     "--keepalive": "--timeout-keep-alive SECONDS",
     "--graceful-timeout": "--timeout-graceful-shutdown SECONDS",
-    "--limit-max-requests": "--max-requests N",
-    "--limit-max-requests-jitter": "--max-requests-jitter N",
     "--access-logfile": "--access-log (to stdout) or --log-config FILE",
     "--error-logfile": "--log-config FILE",
     "--log-file": "--log-config FILE",
@@ -124,6 +123,7 @@ def _add(group: argparse._ArgumentGroup, option: Option) -> None:
     else:
         group.add_argument(
             option.flag,
+            *option.aliases,
             dest=option.name,
             action="append" if option.kind == "many" else "store",
             type=_typed(option.parse),
@@ -169,6 +169,7 @@ def _typed(parse: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    ensure_standard_fds()  # before anything opens a descriptor that could take fd 0-2
     code = run_cli(argv)
     if _stuck_threads():
         # A sync job that never returns would keep the interpreter from exiting (thread pools

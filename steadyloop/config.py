@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from steadyloop.http.grammar import is_token
+
 # Each choice is written once, here: the flags' choices and the validation read them.
 LoopChoice = Literal["auto", "uvloop", "asyncio"]
 LifespanChoice = Literal["auto", "on", "off"]
@@ -170,7 +172,7 @@ def _validate(config: Config) -> None:
         "--uds and --fd cannot be used together",
     )
     for name, value in config.headers:
-        need(_is_token(name), f"--header name {name!r} is not a valid header name")
+        need(is_token(name), f"--header name {name!r} is not a valid header name")
         need(not any(c in value for c in "\r\n\0"), f"--header value for {name!r} contains CR, LF or NUL")
 
     lim = config.limits
@@ -224,10 +226,3 @@ def _validate(config: Config) -> None:
     need(w.max_requests is None or w.max_requests >= 1, "--max-requests must be at least 1")
     need(w.max_requests_jitter >= 0, "--max-requests-jitter must not be negative")
     need(w.worker_timeout is None or w.worker_timeout > 0, "--worker-timeout must be positive")
-
-
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-def _is_token(name: str) -> bool:
-    return bool(name) and all(c in _TOKEN_CHARS for c in name)

@@ -82,6 +82,8 @@ class Option:
     kind: str = "value"  # value | switch (--x/--no-x) | flag (--x only) | many (repeatable)
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
+    # Other servers' flags for the same thing, accepted as they are ("--limit-max-requests").
+    aliases: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -162,13 +164,15 @@ WORKER_OPTIONS: tuple[Option, ...] = (
         "--max-requests",
         "worker.max_requests",
         whole_number,
-        "replace a worker after it served this many requests",
+        "replace a worker after it served this many requests (one process: stop gracefully)",
+        aliases=("--limit-max-requests",),
     ),
     Option(
         "--max-requests-jitter",
         "worker.max_requests_jitter",
         whole_number,
         "random extra requests per worker, so they do not all restart at once",
+        aliases=("--limit-max-requests-jitter",),
     ),
     Option(
         "--worker-timeout",
@@ -417,6 +421,10 @@ GROUPS: tuple[tuple[str, tuple[Option, ...]], ...] = (
 )
 OPTIONS: tuple[Option, ...] = tuple(option for _, group in GROUPS for option in group)
 BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+# run(limit_max_requests=...) as uvicorn.run() takes it.
+ALIAS_NAMES: dict[str, str] = {
+    alias.lstrip("-").replace("-", "_"): option.name for option in OPTIONS for alias in option.aliases
+}
 
 
 def default_of(option: Option) -> Any:
@@ -459,6 +467,7 @@ def parse_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 def build_config(app: Any, values: Mapping[str, Any]) -> Config:
     """A Config from option values by name (as `run()` and the CLI give them)."""
+    values = {ALIAS_NAMES.get(name, name): value for name, value in values.items()}
     unknown = set(values) - set(BY_NAME)
     if unknown:
         raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")

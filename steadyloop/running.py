@@ -9,6 +9,7 @@ from steadyloop.config import Config, ConfigError
 from steadyloop.envfile import load_env_file
 from steadyloop.options import build_config
 from steadyloop.pidfile import pid_file
+from steadyloop.stdfds import ensure_standard_fds
 
 
 def run_config(config: Config) -> int:
@@ -36,4 +37,5 @@ def run(app: Any = None, **options: Any) -> int:
 
     >>> steadyloop.run("myproject.asgi:app", port=9000, workers=2, access_log=False)
     """
+    ensure_standard_fds()  # before anything opens a descriptor that could take fd 0-2
     return run_config(build_config(app, options))

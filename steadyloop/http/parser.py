@@ -22,7 +22,13 @@ repeated or non-numeric Content-Length, a Transfer-Encoding whose final coding
 is not chunked, obs-fold, whitespace before the colon, bare CR or LF, bad or
 overflowing chunk sizes, chunk data without its CRLF, and control characters
 in header names and values. This module adds what llhttp leaves to servers:
-the Host rules, size limits, Expect, and the status each refusal deserves.
+the Host rules, size limits (on the head, on chunk-size lines with their
+extensions, on the trailer section), the fields a trailer may not carry,
+Expect, and the status each refusal deserves, the same however the bytes are
+split into reads.
+
+Trailer fields of a chunked request are checked and then dropped: they are
+never delivered to the app, and never become part of another request.
 Every one of these checks is a way to smuggle a request past a proxy that
 reads the message differently, so we refuse rather than guess.
 """
@@ -30,11 +36,13 @@ reads the message differently, so we refuse rather than guess.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 import httptools
 
 from steadyloop.http.errors import ProtocolError
+from steadyloop.http.grammar import TCHAR_BYTES
 
 
 class _Sentinel:
@@ -64,11 +72,48 @@ _SPECIAL = {
     b"transfer-encoding": _TRANSFER_ENCODING,
     b"content-length": _CONTENT_LENGTH,
 }
+# Fields that must not arrive in a trailer: the recipient has acted on the header section
+# before the trailer arrives. "Many fields cannot be processed outside the header section
+# because their evaluation is necessary prior to receiving the content, such as those that
+# describe message framing, routing, authentication, request modifiers, response controls,
+# or content format." -- RFC 9110 §6.5.1. One of these in a trailer is someone hoping a
+# proxy merges it into the head: refused.
+_FORBIDDEN_IN_TRAILER = frozenset(
+    {
+        b"authorization",
+        b"connection",
+        b"content-encoding",
+        b"content-length",
+        b"content-range",
+        b"content-type",
+        b"cookie",
+        b"expect",
+        b"forwarded",
+        b"host",
+        b"keep-alive",
+        b"max-forwards",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"range",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+    }
+)
 _METHODS = {m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 # What a parsed head counts for in `buffered`, so that a flood of tiny pipelined requests
 # is held back like the same number of body bytes would be.
 _HEAD_WEIGHT: Final = 512
-_TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# A head (or trailer section) we are going to refuse is read to its end, so that llhttp's
+# verdict on the lines after the offending one comes first; but not beyond this many times
+# the head-size limit (Limits.max_head_size).
+_CUT_OFF: Final = 4
+# The reason of a refusal by the incomplete-line bound (see `feed`), which counts reads.
+READ_BOUND_PREFIX: Final = "unfinished line: "
 
 
 class RequestHead:
@@ -126,6 +171,7 @@ class RequestParser:
     """Incremental parser for the requests arriving on one connection."""
 
     __slots__ = (
+        "_chunked",
         "_content_length",
         "_events",
         "_expect_continue",
@@ -133,11 +179,18 @@ class RequestParser:
         "_head_bytes",
         "_headers",
         "_host_count",
+        "_idle",
         "_llhttp",
         "_progressed",
+        "_refusal",
         "_stalled",
         "_target",
         "_te",
+        "_te_values",
+        "_trailer_bytes",
+        "_trailer_count",
+        "_trailers_next",
+        "_window",
         "buffered",
         "dead",
         "in_head",
@@ -165,6 +218,14 @@ class RequestParser:
         self.dead = False  # an error was found; later bytes are ignored
         self.in_head = False  # inside a request head (for the header-read timeout)
         self.upgrade_data = b""  # bytes that followed an Upgrade request's head
+        self._chunked = False  # inside a chunked body: chunk-size lines, data, trailer section
+        self._trailers_next = False  # a chunk-size line ended and no data followed: the last chunk
+        self._trailer_count = 0
+        self._trailer_bytes = 0
+        self._idle = True  # between requests: no byte of the next one fed yet (CRLFs aside)
+        # The bytes fed since the parser was last idle at the start of a read, up to
+        # max_head_size: enough to find where a bad method starts (see _method_error).
+        self._window: bytes | None = b""
         self._reset_head()
 
     def _reset_head(self) -> None:
@@ -176,6 +237,8 @@ class RequestParser:
         self._host_count = 0
         self._expect_continue = False
         self._te = False
+        self._te_values: list[bytes] = []
+        self._refusal: ProtocolError | None = None  # ours, said when the head (trailer) ends
         self._content_length = 0
         self._forwarded = False
 
@@ -184,6 +247,11 @@ class RequestParser:
     def feed(self, data: bytes) -> None:
         if self.dead:
             return
+        if self._idle:
+            self._window = data
+        elif self._window is not None:
+            window = self._window + data
+            self._window = window if len(window) <= self.max_head_size else None
         self._progressed = False
         try:
             self._llhttp.feed_data(data)
@@ -200,23 +268,57 @@ class RequestParser:
             else:
                 raise
         except httptools.HttpParserInvalidMethodError:
-            method = data.split(b" ", 1)[0]
-            if method and all(c in _TOKEN_CHARS for c in method):
-                # "An origin server that receives a request method that is unrecognized or
-                # not implemented SHOULD respond with the 501" -- RFC 9110 §9.1
-                self._error(ProtocolError(501, "method not implemented"))
-            else:
-                self._error(ProtocolError(400, "invalid method"))
+            self._error(self._method_error())
         except httptools.HttpParserError as exc:
             self._error(_classify(str(exc)))
-        if self.in_head and not self.dead:
-            # llhttp keeps an unfinished header line in memory until it ends; a line that
-            # never ends must not grow it forever. Counted after parsing, and only while no
-            # line completes, so that a head's end and the body behind it arriving in one
-            # read (or many small heads in a row) are never taken for one huge head.
-            self._stalled = 0 if self._progressed else self._stalled + len(data)
-            if self._stalled > self.max_head_size:
-                self._error(ProtocolError(431, "request head too large"))
+        if self.dead or not (self.in_head or self._chunked):
+            self._stalled = 0
+        else:
+            # llhttp keeps an unfinished header (or trailer) line in memory until it ends,
+            # and reads a chunk extension for as long as it goes on: a line that never ends
+            # must not hold memory or the connection forever. Such a line holds no LF (llhttp
+            # is strict), so when something completed in this read, the unfinished line is
+            # what follows the read's last LF; otherwise the whole read belongs to it.
+            # httptools giving no positions, a line that starts and ends within one read is
+            # not measured here (the field limits still apply to what it holds), so these
+            # refusals are the one answer that can depend on how the bytes are split.
+            if self._progressed:
+                last_lf = data.rfind(b"\n")
+                self._stalled = len(data) - last_lf - 1 if last_lf != -1 else 0
+            else:
+                self._stalled += len(data)
+            if self.in_head:
+                if self._stalled > self.max_head_size:
+                    self._error(ProtocolError(431, READ_BOUND_PREFIX + "header line too long"))
+            elif self._trailers_next:
+                if self._stalled > self.max_header_size:
+                    self._error(ProtocolError(431, READ_BOUND_PREFIX + "trailer line too long"))
+            elif self._stalled > self.max_header_size:
+                # Node.js bounds the same thing since CVE-2024-22019.
+                self._error(ProtocolError(400, READ_BOUND_PREFIX + "chunk extension too long"))
+
+    def _method_error(self) -> ProtocolError:
+        """The status for a request line whose method llhttp refused.
+
+        "An origin server that receives a request method that is unrecognized or not
+        implemented SHOULD respond with the 501" -- RFC 9110 §9.1; a request line whose
+        method is not a token is invalid: 400 (RFC 9112 §3). llhttp stops at the first byte
+        that cannot continue a method it knows, so what it has read of the method is a
+        prefix of a known name, and that byte decides: a token character, or the space
+        after a non-empty method, makes an unknown method (501); anything else, 400.
+        httptools does not say where that byte is, so fresh parsers find it in the bytes
+        since the parser was last idle at a read's start (`_window`): the answer depends on
+        the bytes, never on how they were split into reads.
+        """
+        window = self._window
+        if window is not None:
+            found = _where_refused(window)
+            if found is not None:
+                start, at = found
+                byte = window[at]
+                if byte in TCHAR_BYTES or (byte == 0x20 and at > start):
+                    return ProtocolError(501, "method not implemented")
+        return ProtocolError(400, "invalid method")
 
     def _error(self, error: ProtocolError) -> None:
         self.dead = True
@@ -238,8 +340,8 @@ class RequestParser:
 
     # -- llhttp callbacks ----------------------------------------------------------------
 
-    # No on_message_begin: llhttp calls back only for methods that exist, and on_url comes
-    # first in every request anyway.
+    def on_message_begin(self) -> None:
+        self._idle = False
 
     def on_url(self, url: bytes) -> None:
         self.in_head = True
@@ -249,17 +351,38 @@ class RequestParser:
         self._target = target
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self._headers
+        if self._chunked:
+            self._on_trailer(name, value)
+            return
+        # httptools reports a field only once the next one starts (or the head ends), so
+        # whether a field is seen before llhttp refuses a broken line after it depends on
+        # where a read ends. Our own refusals therefore wait for the end of the head
+        # (`_refusal`), where llhttp has judged every line: the same bytes always get the
+        # same answer. Past the limits nothing more is kept, and a head that goes on far
+        # beyond them is cut off at once.
         size = len(name) + len(value)
-        if size > self.max_header_size:
-            raise _Abort(ProtocolError(431, "header field too large"))
-        if len(headers) >= self.max_header_count:
-            raise _Abort(ProtocolError(431, "too many header fields"))
         self._head_bytes += size
-        if self._head_bytes > self.max_head_size:
-            raise _Abort(ProtocolError(431, "request head too large"))
         self._progressed = True
+        if self._refusal is not None:
+            if self._head_bytes > _CUT_OFF * self.max_head_size:
+                raise _Abort(self._refusal)
+            return
+        if size > self.max_header_size:
+            self._refusal = ProtocolError(431, "header field too large")
+            return
+        headers = self._headers
+        if len(headers) >= self.max_header_count:
+            self._refusal = ProtocolError(431, "too many header fields")
+            return
+        if self._head_bytes > self.max_head_size:
+            self._refusal = ProtocolError(431, "request head too large")
+            return
         name = name.lower()
+        # "A field line value might be preceded and/or followed by optional whitespace (OWS)
+        # ... a parser should exclude such whitespace prior to evaluating the field value"
+        # -- RFC 9112 §5.1. llhttp drops the leading OWS only. (rstrip returns the same
+        # object when there is nothing to strip.)
+        value = value.rstrip(b" \t")
         headers.append((name, value))
         kind = _SPECIAL.get(name)
         if kind is not None:
@@ -267,10 +390,11 @@ class RequestParser:
                 self._host_count += 1
             elif kind == _EXPECT:
                 if value.lower() != b"100-continue":
-                    raise _Abort(ProtocolError(417, "unsupported expectation"))
+                    self._refusal = ProtocolError(417, "unsupported expectation")
                 self._expect_continue = True
             elif kind == _TRANSFER_ENCODING:
                 self._te = True
+                self._te_values.append(value)
             elif kind == _CONTENT_LENGTH:
                 # llhttp has checked it is a plain number and not repeated.
                 self._content_length = int(value)
@@ -278,6 +402,8 @@ class RequestParser:
                 self._forwarded = True
 
     def on_headers_complete(self) -> None:
+        if self._refusal is not None:
+            raise _Abort(self._refusal)
         parser = self._llhttp
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
@@ -290,6 +416,8 @@ class RequestParser:
         if self._te and version == "1.0":
             # An HTTP/1.0 recipient cannot know chunked; a proxy may frame it differently.
             raise _Abort(ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request"))
+        if self._te:
+            self._check_codings()
         upgrade = parser.should_upgrade()
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method)
@@ -311,20 +439,123 @@ class RequestParser:
         )
         self._reset_head()
         self.in_head = False
+        self._progressed = True
+        if head.chunked:
+            self._chunked = True
+            self._trailer_count = self._trailer_bytes = 0
         self.buffered += _HEAD_WEIGHT
         self._events.append(head)
 
+    def _check_codings(self) -> None:
+        codings = [c.strip().lower() for v in self._te_values for c in v.split(b",") if c.strip()]
+        # A final coding other than chunked is llhttp's to refuse (400, RFC 9112 §6.3). Before
+        # a final chunked, anything but chunked is a coding we would pass on undecoded:
+        # "A server that receives a request message with a transfer coding it does not
+        # understand SHOULD respond with 501 (Not Implemented)." -- RFC 9112 §6.1
+        if codings and codings[-1] == b"chunked" and any(c != b"chunked" for c in codings):
+            raise _Abort(ProtocolError(501, "transfer coding not implemented"))
+
     def on_body(self, body: bytes) -> None:
+        self._progressed = True
+        self._trailers_next = False
         self.buffered += len(body)
         self._events.append(body)
 
+    def on_chunk_header(self) -> None:
+        # The chunk-size line (and its extensions) ended; data follows unless it was the last
+        # chunk, and then what follows is the trailer section.
+        self._progressed = True
+        self._trailers_next = True
+
+    def on_chunk_complete(self) -> None:
+        # After the last chunk this comes once the trailer section is complete and checked
+        # by llhttp: the time for our own refusal of it.
+        if self._refusal is not None:
+            raise _Abort(self._refusal)
+        self._progressed = True
+        self._trailers_next = False
+
+    def _on_trailer(self, name: bytes, value: bytes) -> None:
+        """A trailer field (llhttp reports them like header fields): bounded like the head,
+        checked, then dropped -- it belongs to this request, never to the next one. As in
+        the head, a refusal waits for the end of the trailer section."""
+        self._progressed = True
+        size = len(name) + len(value)
+        self._trailer_count += 1
+        self._trailer_bytes += size
+        if self._refusal is not None:
+            if self._trailer_bytes > _CUT_OFF * self.max_head_size:
+                raise _Abort(self._refusal)
+        elif size > self.max_header_size:
+            self._refusal = ProtocolError(431, "trailer field too large")
+        elif self._trailer_count > self.max_header_count:
+            self._refusal = ProtocolError(431, "too many trailer fields")
+        elif self._trailer_bytes > self.max_head_size:
+            self._refusal = ProtocolError(431, "trailer section too large")
+        elif name.lower() in _FORBIDDEN_IN_TRAILER:
+            self._refusal = ProtocolError(400, "field not allowed in a trailer")
+
     def on_message_complete(self) -> None:
+        self._chunked = self._trailers_next = False
+        self._idle = True
         self._events.append(END_OF_MESSAGE)
+
+
+def _where_refused(window: bytes) -> tuple[int, int] | None:
+    """For `window` (starting between requests): where the request llhttp refuses starts,
+    and the index of the byte it stops at; None if it refuses nothing. Error path only."""
+    if not _begins(window)[1]:
+        return None
+    at = _shortest(len(window), lambda n: _begins(window[:n])[1]) - 1
+    total = _begins(window[: at + 1])[0]
+    start = _shortest(at + 1, lambda n: _begins(window[:n])[0] == total) - 1
+    return start, at
+
+
+def _shortest(length: int, holds: Callable[[int], bool]) -> int:
+    """The least n in 1..length for which `holds(n)`, given it holds for length and stays true."""
+    low, high = 1, length
+    while low < high:
+        middle = (low + high) // 2
+        if holds(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return high
+
+
+class _BeginCounter:
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_message_begin(self) -> None:
+        self.count += 1
+
+
+def _begins(data: bytes) -> tuple[int, bool]:
+    """(messages begun, refused) for `data` fed to a fresh parser."""
+    counter = _BeginCounter()
+    try:
+        httptools.HttpRequestParser(counter).feed_data(data)
+    except httptools.HttpParserUpgrade:
+        return counter.count, False
+    except httptools.HttpParserError:
+        return counter.count, True
+    return counter.count, False
 
 
 def _classify(message: str) -> ProtocolError:
     """The status for an llhttp error; its message is kept as the reason."""
     lowered = message.lower()
+    if "pause on pri" in lowered:
+        # "PRI * HTTP/2.0": an HTTP/2 client with prior knowledge, on an HTTP/1.1 server.
+        return ProtocolError(505, "HTTP/2 is not spoken here")
+    if "invalid method for" in lowered or "preface" in lowered:
+        # A well-formed method llhttp knows from RTSP ("DESCRIBE", "ANNOUNCE"...) or HTTP/2's
+        # "PRI": unknown to HTTP/1.1, so the same answer as any other unknown token.
+        return ProtocolError(501, "method not implemented")
     if "version" in lowered:
         return ProtocolError(505 if "invalid http version" in lowered else 400, message)
     if "transfer-encoding" in lowered and "unsupported" in lowered:

@@ -9,7 +9,6 @@ they could split the response.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable
 from email.utils import formatdate
@@ -17,6 +16,7 @@ from http import HTTPStatus
 from typing import Final
 
 from steadyloop.http.errors import ResponseError
+from steadyloop.http.grammar import TOKEN
 from steadyloop.http.writers import FRAMING_CHUNKED, FRAMING_CLOSE, FRAMING_LENGTH, FRAMING_NONE
 
 _STATUS_LINES: dict[int, bytes] = {}
@@ -36,15 +36,20 @@ def status_line(status: int) -> bytes:
     return line
 
 
-def simple_response(status: int, body: bytes = b"", *, close: bool = True) -> bytes:
-    """A complete plain-text response, for errors the server answers itself."""
+def simple_response(status: int, body: bytes = b"", *, extra: bytes = b"") -> bytes:
+    """A complete plain-text response, for errors the server answers itself; the connection
+    closes after it.
+
+    `extra` is the server's own header block (Date, Server, --header values), as for any
+    other response: "An origin server with a clock MUST generate a Date header field in all
+    2xx (Successful), 3xx (Redirection), and 4xx (Client Error) responses" -- RFC 9110 §6.6.1.
+    """
     if not body:
         body = HTTPStatus(status).phrase.encode("ascii") + b"\n"
     head = status_line(status) + b"content-type: text/plain; charset=utf-8\r\n"
     head += b"content-length: " + str(len(body)).encode("ascii") + b"\r\n"
-    if close:
-        head += b"connection: close\r\n"
-    return head + b"\r\n" + body
+    head += b"connection: close\r\n"
+    return head + extra + b"\r\n" + body
 
 
 # -- the Date header, cached per second --------------------------------------------------
@@ -74,7 +79,6 @@ _PLAIN: Final = 0
 _CONTENT_LENGTH: Final = 1
 _TRANSFER_ENCODING: Final = 2
 _CONNECTION: Final = 3
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Names seen before, with what they mean to the server. Apps use a handful of names, so
 # this stays small; it is bounded anyway so that hostile apps cannot grow it forever.
 _NAME_KINDS: dict[bytes, int] = {
@@ -89,7 +93,7 @@ def _name_kind(name: bytes) -> int:
     kind = _NAME_KINDS.get(name)
     if kind is not None:
         return kind
-    if type(name) is not bytes or _TOKEN.fullmatch(name) is None:
+    if type(name) is not bytes or TOKEN.fullmatch(name) is None:
         raise ResponseError(f"invalid response header name {name!r}")
     lower = name.lower()
     kind = _NAME_KINDS.get(lower, _PLAIN)

@@ -16,7 +16,9 @@ any fork), before the app is imported:
 
 The returned `LogPipeline` is what the server keeps: `adopt_handlers()` after
 importing the app and after lifespan startup, `shutdown()` at the end,
-`dropped()` for metrics.
+`dropped()` and `lost()` for metrics (`log_losses()` reads them for whoever has
+no pipeline at hand). At shutdown the totals are said on stderr, so a loss is
+never silent.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 from steadyloop.config import ConfigError, LogOptions
 from steadyloop.observe.logadopt import Adopter
@@ -117,6 +119,9 @@ class LogPipeline:
                 f"steadyloop: {undelivered} log {noun} could not be written within "
                 f"{deadline:g} s at shutdown (the log sink was blocked)\n"
             )
+        totals = _totals_line(self._queue.lost(), self._queue.dropped())
+        if totals:
+            lines.append(totals)
         if lines:
             write_without_blocking(2, "".join(lines))
         if self._queue.state == CLOSED:
@@ -172,6 +177,17 @@ class LogPipeline:
         self._previous_sigterm = None
 
 
+def _totals_line(lost: int, dropped: dict[str, int]) -> str:
+    """The process's log losses in one stderr line, or "" when nothing was lost."""
+    if not lost and not dropped:
+        return ""
+    levels = ", ".join(f"{level} {count}" for level, count in sorted(dropped.items()))
+    return (
+        f"steadyloop: log records lost in this process: {lost} not written (write errors, "
+        f"shutdown deadline), {sum(dropped.values())} dropped (queue full{': ' + levels if levels else ''})\n"
+    )
+
+
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
@@ -203,6 +219,19 @@ def setup_logging(options: LogOptions) -> LogPipeline:
         )
     _CURRENT = pipeline
     return pipeline
+
+
+class LogLosses(NamedTuple):
+    lost: int  # accepted but never written: write errors, the shutdown deadline
+    dropped: dict[str, int]  # refused because the queue was full, per level name
+
+
+def log_losses() -> LogLosses:
+    """This process's log losses since its logging was set up (zeros when synchronous)."""
+    pipeline = _CURRENT
+    if pipeline is None:
+        return LogLosses(0, {})
+    return LogLosses(pipeline.lost(), pipeline.dropped())
 
 
 def level_number(name: str) -> int:

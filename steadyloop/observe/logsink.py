@@ -9,6 +9,12 @@ every steadyloop process honours, so a long record is never split by another
 steadyloop process. (POSIX locks belong to the process, so forked workers that
 share one open pipe still exclude each other.)
 
+A write error (a full disk, a reader that went away) does not break a sink for
+good: the records of that write are counted as lost, and so is everything the
+sink gets for a back-off interval (0.1 s, doubling up to 5 s); then it tries
+again. When a write works again, `recovered` says what failed and how many
+records were lost meanwhile, for the writer to say once.
+
 Only the writer thread calls these functions, so they may block. Nothing here
 ever sets O_NONBLOCK on a descriptor it did not open itself: stdio flags are
 shared with print() and with every process that inherited the descriptor.
@@ -21,12 +27,18 @@ import os
 import select
 import socket
 import stat
+import time
 
 PIPE_BUF: int = getattr(select, "PIPE_BUF", 512)
 
 # Pending bytes are written out once this much has accumulated, so one huge
 # batch does not sit in memory twice.
 FLUSH_AT = 64 * 1024
+
+# After a write error, the sink waits this long before it tries again, doubling per failed
+# try up to RETRY_MAX: a full disk is not hammered with a write per record.
+RETRY_FIRST = 0.1
+RETRY_MAX = 5.0
 
 
 class FdSink:
@@ -50,7 +62,13 @@ class FdSink:
         self._seqs: list[int] = []
         self._size = 0
         self._next = 0  # index of the first part not yet written, while flushing
-        self.error: OSError | None = None  # the first write error, once the sink is broken
+        self.error: OSError | None = None  # the write error of the failure in progress, if any
+        self.lost_while_failing = 0  # records lost since `error` began
+        # Set when writes work again after a failure: (what failed, records lost meanwhile).
+        # The writer reads and clears it.
+        self.recovered: tuple[OSError, int] | None = None
+        self._backoff = 0.0
+        self._retry_at = 0.0
         self.abandoned = False  # set from another thread: stop writing, the process is leaving
 
     def add(self, data: bytes, seq: int = 0) -> int:
@@ -75,8 +93,9 @@ class FdSink:
         if not parts:
             return 0
         unwritten = len(parts)
+        failing = self.error
         try:
-            if self.error is None:
+            if failing is None or time.monotonic() >= self._retry_at:
                 start = 0
                 size = 0
                 for i, part in enumerate(parts):
@@ -86,13 +105,20 @@ class FdSink:
                     size += len(part)
                 self._write_parts(parts, start, len(parts))
                 unwritten = 0
+                if failing is not None:
+                    self.recovered = (failing, self.lost_while_failing)
+                    self.error, self.lost_while_failing, self._backoff = None, 0, 0.0
         except OSError as exc:
             self.error = exc
+            self._backoff = min(RETRY_MAX, self._backoff * 2) if self._backoff else RETRY_FIRST
+            self._retry_at = time.monotonic() + self._backoff
             unwritten = len(parts) - self._next
         except _Abandoned:
             unwritten = len(parts) - self._next
         finally:
             self._parts, self._seqs, self._size, self._next = [], [], 0, 0
+        if self.error is not None:
+            self.lost_while_failing += unwritten
         return unwritten
 
     def _write_parts(self, parts: list[bytes], start: int, end: int) -> None:

@@ -37,7 +37,7 @@ class Writer:
         self._lost = 0
         self._index = 0  # the entry being written, within the current slice
         self._abandoned = False
-        self._reported: set[int] = set()  # descriptors whose failure was already reported
+        self._reported: set[int] = set()  # descriptors whose current failure was reported
 
     def write(self, entries: list[Entry]) -> int:
         self._lost = 0
@@ -114,8 +114,7 @@ class Writer:
             handler.handleError(record)
             return
         self._lost += sink.add(text.encode(sink.encoding, "backslashreplace"), self._index)
-        if sink.error is not None:
-            self._report_broken(sink)
+        self._check(sink)
 
     def _sink_for(self, handler: logging.Handler) -> FdSink | None:
         if type(handler) not in _BATCHED_TYPES:
@@ -146,16 +145,36 @@ class Writer:
     def _flush(self) -> None:
         for sink in self._sinks.values():
             self._lost += sink.flush()
-            if sink.error is not None:
-                self._report_broken(sink)
+            self._check(sink)
+
+    def _check(self, sink: FdSink) -> None:
+        if sink.error is not None:
+            self._report_broken(sink)
+        elif sink.recovered is not None:
+            self._report_recovered(sink)
 
     def _report_broken(self, sink: FdSink) -> None:
-        """Say once, on stderr, that a descriptor refuses writes (say, the reader is gone)."""
+        """Say once per failure, on stderr, that a descriptor refuses writes (a full disk, a
+        reader that is gone)."""
         if sink.fd in self._reported:
             return
         self._reported.add(sink.fd)
         write_without_blocking(
             2,
             f"steadyloop: cannot write log records to fd {sink.fd} ({sink.error}); "
-            "records for it are counted as lost\n",
+            "records for it are counted as lost while retrying\n",
         )
+
+    def _report_recovered(self, sink: FdSink) -> None:
+        """Say once, in the sink that works again, what was lost while it did not."""
+        assert sink.recovered is not None
+        error, lost = sink.recovered
+        sink.recovered = None
+        self._reported.discard(sink.fd)
+        noun = "record was" if lost == 1 else "records were"
+        text = (
+            f"steadyloop: log writes to fd {sink.fd} work again; {lost} log {noun} lost "
+            f"while they failed ({error})\n"
+        )
+        self._lost += sink.add(text.encode(sink.encoding, "backslashreplace"))
+        self._lost += sink.flush()

@@ -41,6 +41,7 @@ from steadyloop.observe.words import counted
 from steadyloop.protocols.http1.connection import Http1Connection
 from steadyloop.protocols.shared import ServerState
 from steadyloop.sdnotify import Notifier
+from steadyloop.server.fdlimit import DescriptorWatch
 from steadyloop.server.loops import new_event_loop
 from steadyloop.server.sockets import bind_sockets, describe
 from steadyloop.server.stats_sources import attach as attach_stats
@@ -106,6 +107,7 @@ class Server:
         self.is_worker = False  # one of a supervisor's (ours or gunicorn's) worker processes
         self.notifier: Notifier | None = None  # systemd's NOTIFY_SOCKET, for a lone process
         self._watchdog_ping: asyncio.TimerHandle | None = None
+        self.descriptors = DescriptorWatch()  # running out of fds: said and counted
         # This process's numbers (steadyloop.observe.current_stats()); with --metrics, requests
         # are counted too and published to the supervisor's slot (or served by our own listener).
         self.stats = process_stats.ProcessStats()
@@ -170,6 +172,7 @@ class Server:
                 sock.close()
             return False
 
+        self.descriptors.install(loop)
         for sock in sockets:
             # Where the server picks the protocol for a new connection.
             server = await loop.create_server(
@@ -292,6 +295,7 @@ class Server:
         self._housekeeping = self.loop.call_later(HOUSEKEEPING_INTERVAL, self._tick)
         now = state.now = time.monotonic()
         state.refresh_head_extra()
+        self.descriptors.probe()
         for conn in list(state.connections):
             conn.check_timeouts(now)
 
@@ -315,11 +319,20 @@ class Server:
             loop.call_soon_threadsafe(self._should_exit.set)
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the server -- when it owns the process's main thread.
+
+        Embedded in another thread (tests, notebooks, other frameworks) the signals belong
+        to the embedding program, which stops the server with `request_exit()`. Python only
+        lets the main thread set signal handlers: asyncio says so with RuntimeError, uvloop
+        with ValueError.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
         loop = asyncio.get_running_loop()
         try:
             loop.add_signal_handler(signal.SIGTERM, self.handle_signal, signal.SIGTERM)
             loop.add_signal_handler(signal.SIGINT, self.handle_signal, signal.SIGINT)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals
+        except (NotImplementedError, RuntimeError, ValueError):  # a platform without them
             pass
 
     def handle_signal(self, sig: int) -> None:

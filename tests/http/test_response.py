@@ -151,3 +151,11 @@ def test_date_cache_format() -> None:
     cache = DateCache()
     value = cache.refresh()
     assert re.fullmatch(rb"date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n", value)
+
+
+def test_simple_response_carries_the_servers_header_block() -> None:
+    extra = b"date: Tue, 01 Dec 2026 08:00:00 GMT\r\nserver: steadyloop\r\n"
+    raw = simple_response(431, b"too big\n", extra=extra)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.endswith(b"connection: close\r\n" + extra.rstrip(b"\r\n"))
+    assert body == b"too big\n"

@@ -474,7 +474,7 @@ class Http1Connection(asyncio.Protocol):
         cycle.response_started = True
         cycle.status = 500
         cycle.keep_alive = False
-        self.write_through(simple_response(500))
+        self.write_through(simple_response(500, extra=self.state.head_extra_block))
         cycle.response_complete = True
         self.response_complete(cycle)
 
@@ -492,7 +492,9 @@ class Http1Connection(asyncio.Protocol):
                 self.transport.abort()
                 return
         if not self.transport.is_closing():
-            self.write_through(simple_response(status, (reason + "\n").encode("utf-8")))
+            self.write_through(
+                simple_response(status, (reason + "\n").encode("utf-8"), extra=self.state.head_extra_block)
+            )
             self.close(linger=True)  # the rest of a refused request may still be arriving
         self.closing = True
 
