@@ -71,6 +71,23 @@ hello = _fixed_body_app(HELLO_BODY, b"text/plain")
 ten_kb = _fixed_body_app(TEN_KB_BODY, b"application/octet-stream")
 
 
+async def ws_echo(scope: Scope, receive: Receive, send: Send) -> None:
+    """WebSocket echo; a plain GET gets the hello body (the harness's readiness check)."""
+    kind = scope["type"]
+    if kind == "lifespan":
+        await _lifespan(receive, send)
+    elif kind == "http":
+        await hello(scope, receive, send)
+    else:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                return
+            await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
+
+
 def _fixed_body_wsgi(body: bytes, content_type: str) -> Callable[..., Iterable[bytes]]:
     headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
 

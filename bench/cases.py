@@ -70,6 +70,9 @@ class Case:
     pinned: bool = True  # server on CPU 0, wrk on CPU 1
     tls: bool = False  # HTTPS with a certificate made for the run (all servers the same one)
     h2_streams: int = 0  # > 0: HTTP/2 cleartext (prior knowledge), loaded by h2load -m N
+    # "http": loaded with wrk; "ws": WebSocket echo, loaded with bench/wsload.py, and the
+    # numbers are messages/s rather than requests/s.
+    kind: str = "http"
 
     @property
     def target(self) -> str:
@@ -100,6 +103,8 @@ CASES: dict[str, Case] = {
              _WSGI_PEERS, "gunicorn", _HELLO, interface="wsgi"),
         Case("f10k", "WSGI 10 KiB response, 64 connections", "wsgi_ten_kb", "/", 64,
              _WSGI_PEERS, "gunicorn", _TEN_KB, interface="wsgi"),
+        Case("ws", "WebSocket echo of a 64-byte text message, 32 connections (messages/s)",
+             "ws_echo", "/", 32, _ASGI_PEERS, "uvicorn", _HELLO, kind="ws"),
         Case("g", "watchdog overhead: raw ASGI hello world, 64 connections", "hello", "/", 64,
              ("steadyloop", "steadyloop-nowd"), "steadyloop-nowd", _HELLO),
         Case("tls", "HTTPS (HTTP/1.1) hello world, 64 connections", "hello", "/", 64,
@@ -152,6 +157,8 @@ def server_argv(variant: str, case: Case, host: str, port: int,
         argv = [py, "-m", "uvicorn", case.target, "--host", host, "--port", str(port),
                 "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                 "--log-level", "warning"]
+        if case.kind == "ws":
+            argv += ["--ws", "websockets-sansio"]  # its fastest WebSocket engine
         if case.workers != 1:
             argv += ["--workers", str(case.workers)]
         if case.tls:
@@ -166,7 +173,7 @@ def server_argv(variant: str, case: Case, host: str, port: int,
         argv = [_script("granian"), "--interface", case.interface, "--host", host,
                 "--port", str(port), "--workers", str(case.workers),
                 "--http", "2" if case.h2_streams else "1",
-                "--no-ws", "--loop", "uvloop", "--runtime-mode", "st",
+                "--ws" if case.kind == "ws" else "--no-ws", "--loop", "uvloop", "--runtime-mode", "st",
                 "--no-access-log", "--log-level", "warning"]
         if case.pipeline:
             # Its (experimental) write aggregation for pipelined responses:

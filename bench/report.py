@@ -233,6 +233,10 @@ def bars(cases: Sequence[CaseResult]) -> list[str]:
                 f"; granian {fmt_ratio(granian.ratio)}"
             out.append(f"{key}: steadyloop {fmt_ratio(s.ratio)} {peer}'s requests/s "
                        f"(bar: at least {bar:.2f}x{where}): {'met' if s.ratio >= bar else 'NOT met'}")
+    ws = _summary(cases, "ws", "steadyloop")
+    if ws is not None and ws.ratio is not None:
+        out.append(f"ws: steadyloop {fmt_ratio(ws.ratio)} uvicorn's WebSocket messages/s "
+                   f"(bar: at least 1.30x): {'met' if ws.ratio >= 1.3 else 'NOT met'}")
     g = _summary(cases, "g", "steadyloop")
     if g is not None and g.ratio is not None:
         overhead = 1 - g.ratio

@@ -210,8 +210,26 @@ def start_servers(case: Case, args: argparse.Namespace, pinned: bool, servers: F
     return all_runs, started
 
 
+def measure_ws(case: Case, target: Started, pinned: bool, duration_s: float) -> WrkResult:
+    """The WebSocket echo case: bench/wsload.py instead of wrk, messages counted as requests."""
+    argv = (["taskset", "-c", str(WRK_CPU)] if pinned and case.pinned else []) + [
+        sys.executable, "-m", "bench.wsload", "--host", HOST, "--port", str(target.port),
+        "--connections", str(case.connections), "--size", "64", "--duration", str(duration_s),
+    ]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=duration_s + 60,
+                          check=False)
+    if done.returncode != 0:
+        raise WrkError(f"wsload failed: {done.stderr.strip() or done.stdout.strip()}")
+    result = json.loads(done.stdout)
+    return WrkResult(requests_per_s=result["messages_per_s"], p50_ms=result["p50_ms"],
+                     p99_ms=result["p99_ms"], requests=result["messages"], socket_errors=0,
+                     non_2xx=0)
+
+
 def measure(case: Case, target: Started, args: argparse.Namespace, pinned: bool,
             duration_s: float) -> WrkResult:
+    if case.kind == "ws":
+        return measure_ws(case, target, pinned, duration_s)
     cpu = WRK_CPU if pinned and case.pinned else None
     url = f"{'https' if case.tls else 'http'}://{HOST}:{target.port}{case.path}"
     if case.h2_streams:

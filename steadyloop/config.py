@@ -21,6 +21,8 @@ InterfaceChoice = Literal["auto", "asgi3", "asgi2", "wsgi"]
 OverflowPolicy = Literal["drop", "block"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 HttpChoice = Literal["auto", "1", "2"]
+# uvicorn's --ws values, all accepted; every value but "none" runs the one engine we have.
+WebSocketChoice = Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"]
 
 LOOPS: tuple[str, ...] = get_args(LoopChoice)
 LIFESPANS: tuple[str, ...] = get_args(LifespanChoice)
@@ -28,6 +30,7 @@ INTERFACES: tuple[str, ...] = get_args(InterfaceChoice)
 OVERFLOW_POLICIES: tuple[str, ...] = get_args(OverflowPolicy)
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 HTTP_VERSIONS: tuple[str, ...] = get_args(HttpChoice)
+WS_CHOICES: tuple[str, ...] = get_args(WebSocketChoice)
 
 
 class ConfigError(ValueError):
@@ -130,6 +133,16 @@ class Http2Options:
 
 
 @dataclass(frozen=True)
+class WebSocketOptions:
+    engine: WebSocketChoice = "auto"  # "none": an upgrade request is served as plain HTTP
+    max_size: int = 16 * 1024 * 1024  # largest incoming message; 1009 beyond
+    max_queue: int = 32  # received messages the app has not taken before reading pauses
+    ping_interval: float | None = 20.0  # ping a peer silent this long; None: never
+    ping_timeout: float | None = 20.0  # close (1011) when the pong is this late; None: never
+    per_message_deflate: bool = True  # offer permessage-deflate (RFC 7692)
+
+
+@dataclass(frozen=True)
 class Config:
     app: Any = None  # "module:attr", an app object, or None for the demo app
     factory: bool = False
@@ -164,6 +177,7 @@ class Config:
     watchdog: WatchdogOptions = field(default_factory=WatchdogOptions)
     worker: WorkerOptions = field(default_factory=WorkerOptions)
     metrics: MetricsOptions = field(default_factory=MetricsOptions)
+    websocket: WebSocketOptions = field(default_factory=WebSocketOptions)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -236,6 +250,13 @@ def _validate(config: Config) -> None:
         or config.fd is not None,
         "--metrics-port must differ from --port",
     )
+
+    ws = config.websocket
+    need(ws.engine in WS_CHOICES, f"--ws must be one of {', '.join(WS_CHOICES)}, not {ws.engine!r}")
+    need(ws.max_size >= 1, "--ws-max-size must be at least 1")
+    need(ws.max_queue >= 1, "--ws-max-queue must be at least 1")
+    need(ws.ping_interval is None or ws.ping_interval > 0, "--ws-ping-interval must be positive")
+    need(ws.ping_timeout is None or ws.ping_timeout > 0, "--ws-ping-timeout must be positive")
 
     w = config.worker
     need(w.workers >= 1, "--workers must be at least 1")

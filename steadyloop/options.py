@@ -22,6 +22,7 @@ from steadyloop.config import (
     LOG_LEVELS,
     LOOPS,
     OVERFLOW_POLICIES,
+    WS_CHOICES,
     Config,
     ConfigError,
 )
@@ -318,6 +319,48 @@ HTTP_OPTIONS: tuple[Option, ...] = (
         metavar="NAME:VALUE",
     ),
 )
+# One block, kept together for merges.
+WEBSOCKET_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--ws",
+        "websocket.engine",
+        str,
+        "WebSocket support; none serves upgrade requests as plain HTTP. "
+        "uvicorn's engine names are accepted; all run the websockets sans-I/O engine",
+        choices=WS_CHOICES,
+    ),
+    Option(
+        "--ws-max-size",
+        "websocket.max_size",
+        whole_number,
+        "largest incoming WebSocket message in bytes; closed with 1009 beyond",
+    ),
+    Option(
+        "--ws-max-queue",
+        "websocket.max_queue",
+        whole_number,
+        "received WebSocket messages held for the app before reading pauses",
+    ),
+    Option(
+        "--ws-ping-interval",
+        "websocket.ping_interval",
+        optional_seconds,
+        "ping a WebSocket peer silent this many seconds; none: never",
+    ),
+    Option(
+        "--ws-ping-timeout",
+        "websocket.ping_timeout",
+        optional_seconds,
+        "close a WebSocket (1011) whose pong is this many seconds late; none: never",
+    ),
+    Option(
+        "--ws-per-message-deflate",
+        "websocket.per_message_deflate",
+        _bool,
+        "offer permessage-deflate compression to WebSocket clients",
+        "switch",
+    ),
+)
 LOGGING_OPTIONS: tuple[Option, ...] = (
     Option("--log-level", "log.level", str, "log level", choices=LOG_LEVELS),
     Option("--access-log", "log.access_log", _bool, "write the access log", "switch"),
@@ -494,6 +537,7 @@ GROUPS: tuple[tuple[str, tuple[Option, ...]], ...] = (
     ("HTTP", HTTP_OPTIONS),
     ("TLS", TLS_OPTIONS),
     ("HTTP/2", HTTP2_OPTIONS),
+    ("WebSocket", WEBSOCKET_OPTIONS),
     ("logging", LOGGING_OPTIONS),
     ("watchdog", WATCHDOG_OPTIONS),
     ("metrics", METRICS_OPTIONS),

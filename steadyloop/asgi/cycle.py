@@ -36,6 +36,14 @@ BODY_HIGH_WATER = 256 * 1024
 _request_numbers = itertools.count(1)
 
 
+def request_id_for(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's X-Request-ID, or a new one unique in this server's life."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            return value.decode("latin-1")
+    return f"{os.getpid():x}-{next(_request_numbers):x}"
+
+
 class ClientDisconnected(OSError):
     """Raised by `send` once the client has gone away (ASGI spec 2.4)."""
 
@@ -96,13 +104,7 @@ class RequestCycle:
         """The client's X-Request-ID, or one made up on first use (most requests never ask)."""
         rid = self._request_id
         if rid is None:
-            for name, value in self.head.headers:
-                if name == b"x-request-id":
-                    rid = value.decode("latin-1")
-                    break
-            else:
-                rid = f"{os.getpid():x}-{next(_request_numbers):x}"
-            self._request_id = rid
+            rid = self._request_id = request_id_for(self.head.headers)
         return rid
 
     # -- fed by the connection ------------------------------------------------------------

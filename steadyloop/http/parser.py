@@ -198,6 +198,7 @@ class RequestParser:
         "max_header_count",
         "max_header_size",
         "max_request_line",
+        "upgrade_data",
     )
 
     def __init__(
@@ -216,6 +217,7 @@ class RequestParser:
         self.buffered = 0  # parsed but not yet taken: body bytes, plus a weight per head
         self.dead = False  # an error was found; later bytes are ignored
         self.in_head = False  # inside a request head (for the header-read timeout)
+        self.upgrade_data = b""  # bytes that followed an Upgrade request's head
         self._chunked = False  # inside a chunked body: chunk-size lines, data, trailer section
         self._trailers_next = False  # a chunk-size line ended and no data followed: the last chunk
         self._trailer_count = 0
@@ -253,10 +255,12 @@ class RequestParser:
         self._progressed = False
         try:
             self._llhttp.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # An Upgrade request (e.g. WebSocket) ends HTTP/1.1 on this connection: serve the
-            # request as plain HTTP, then close; the bytes after it are not HTTP.
+        except httptools.HttpParserUpgrade as exc:
+            # An Upgrade request (e.g. WebSocket) ends HTTP/1.1 on this connection: the bytes
+            # after its head (llhttp gives their offset) belong to the protocol it switches
+            # to, or, served as plain HTTP, to nobody; the connection closes after it.
             self.dead = True
+            self.upgrade_data = data[exc.args[0] :] if exc.args else b""
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _Abort):

@@ -195,6 +195,8 @@ class Server:
             self._servers.append(server)
             self.addresses.append(describe(sock, tls=tls is not None))
         self._housekeeping = loop.call_later(HOUSEKEEPING_INTERVAL, self._tick)
+        if config.websocket.engine == "wsproto":
+            logger.info("--ws wsproto: served by the websockets sans-I/O engine, steadyloop's only one")
         for address in self.addresses:
             if self.is_worker:  # its supervisor said the version and how to quit
                 logger.info("worker %d serving on %s", os.getpid(), address)

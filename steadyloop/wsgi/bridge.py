@@ -65,9 +65,9 @@ class WSGIBridge:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "websocket":
-            # WSGI has no websockets: refuse the handshake (the server answers 403).
+            # WSGI has no WebSocket: a close before accept refuses the handshake with 403.
             await receive()
-            await send({"type": "websocket.close", "code": 1000})
+            await send({"type": "websocket.close"})
         else:
             raise RuntimeError(f"WSGI apps cannot serve {kind!r} scopes")
 

@@ -48,6 +48,7 @@ async def behind_proxy(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """For the nginx tests.
 
     GET  /whoami       the client and scheme the app sees, as JSON
+    WS   /echo         a WebSocket echoing text messages
     POST /upload       the body's length and sha256, as JSON
     GET  /stream?gate=PATH
                        "first\\n" at once; "second\\n" only once the file PATH exists
@@ -55,6 +56,12 @@ async def behind_proxy(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """
     if scope["type"] == "lifespan":
         await lifespan_ok(receive, send)
+        return
+    if scope["type"] == "websocket":  # /echo: every text message back, then the close
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message["text"]})
         return
     path = scope["path"]
     if path == "/upload":

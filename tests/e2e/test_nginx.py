@@ -5,6 +5,7 @@ no request."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import websockets
 
 from tests.conftest import ROOT, free_port, spawn, stop, wait_for_port, wait_until
 
@@ -189,3 +191,20 @@ def test_a_reload_under_load_fails_no_request(tmp_path: Path) -> None:
                 thread.join(30)
         assert failures == []
         assert results["ok"] > 100
+
+
+def test_a_websocket_passes_through_nginx(tmp_path: Path, transport: str) -> None:
+    with stack(tmp_path, transport) as s:
+
+        async def talk() -> list[str]:
+            url = s.url.replace("http://", "ws://") + "/echo"
+            async with websockets.connect(url) as ws:
+                answers = []
+                for text in ("one", "two", "three"):
+                    await ws.send(text)
+                    answers.append(str(await ws.recv()))
+                return answers
+
+        assert asyncio.run(talk()) == ["one", "two", "three"]
+        wait_until(lambda: "/echo" in s.log.read_text())
+        assert "101" in next(x for x in s.log.read_text().splitlines() if "/echo" in x)

@@ -88,6 +88,13 @@ class FakeTransport(asyncio.Transport):
     def is_reading(self) -> bool:
         return self.reading
 
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        assert isinstance(protocol, asyncio.Protocol)
+        self.protocol = protocol  # an upgrade: later bytes and the end go to the new protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.protocol
+
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         pass
 
@@ -114,7 +121,6 @@ class Harness:
         return conn, transport
 
     def feed(self, conn: asyncio.Protocol, data: bytes) -> None:
-        assert isinstance(conn, Http1Connection)
         conn.data_received(data)
         self.settle()
 

@@ -34,6 +34,7 @@ from steadyloop.http.errors import ProtocolError
 from steadyloop.http.parser import END_OF_MESSAGE, NEED_DATA, RequestHead, RequestParser
 from steadyloop.http.response import simple_response
 from steadyloop.observe.inflight import INFLIGHT
+from steadyloop.protocols import websocket
 from steadyloop.protocols.http1.cycle import Http1Cycle
 from steadyloop.protocols.http2.connection import H2_PREFACE, start_http2
 from steadyloop.protocols.shared import ServerState
@@ -310,6 +311,8 @@ class Http1Connection(asyncio.Protocol):
             "state": state.lifespan_state.copy(),
             "extensions": self.extensions,
         }
+        if head.upgrade and self._upgrade(head, scope):
+            return
         timed = state.access_log is not None or state.metrics is not None
         cycle = Http1Cycle(self, scope, head, time.perf_counter() if timed else 0.0)
         self.cycle = cycle
@@ -352,6 +355,36 @@ class Http1Connection(asyncio.Protocol):
         self.transport.write(_SWITCHING_TO_H2C)
         start_http2(self.state, self.transport, upgrade=(head, settings))
         return True
+
+    def _upgrade(self, head: RequestHead, scope: dict[str, Any]) -> bool:
+        """An Upgrade request (RFC 9110 §7.8): hand the connection to the protocol it names,
+        if we speak it. False: serve it as plain HTTP (the app sees an ordinary request and
+        the connection closes after it)."""
+        state = self.state
+        if state.config.websocket.engine != "none" and websocket.is_websocket_upgrade(head):
+            try:
+                websocket.upgrade(
+                    state,
+                    self.transport,
+                    head,
+                    scope,
+                    self.client,
+                    self.parser.upgrade_data,
+                    self.read_paused,
+                    self.write_paused,
+                )
+            except websocket.HandshakeRefused as exc:
+                logger.info(
+                    "refused a WebSocket handshake from %s: %d %s", _peer(self.client), exc.status, exc.reason
+                )
+                self.transport.write(exc.response())
+                self.close()
+                return True
+            # The socket is the WebSocket's now: this object only has to let go.
+            self.closing = True
+            state.connections.discard(self)
+            return True
+        return False
 
     # -- called by the request cycle ---------------------------------------------------------
 
