@@ -14,6 +14,7 @@ from steadyloop.protocols.base import Connection
 from steadyloop.protocols.proxies import TrustedProxies
 
 if TYPE_CHECKING:
+    from steadyloop.asgi.cycle import RequestCycle
     from steadyloop.asgi.types import ASGIApp
     from steadyloop.config import Config
     from steadyloop.observe.access import AccessLog
@@ -91,3 +92,23 @@ class ServerState:
             waiter = self.idle_waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+
+
+def log_request(access_log: AccessLog, cycle: RequestCycle) -> None:
+    """One access-log line for a finished request, over any protocol: what the app saw (the
+    client a trusted proxy named, the path below --root-path), as uvicorn shows it."""
+    scope = cycle.scope
+    client = scope["client"]
+    access_log.log(
+        f"{client[0]}:{client[1]}" if client else "-",
+        cycle.method,
+        scope["root_path"] + cycle.target.decode("latin-1"),
+        scope["http_version"],
+        cycle.status,
+        cycle.bytes_sent,
+        time.perf_counter() - cycle.started_at,
+        cycle.request_id,
+        cycle.head.headers,
+        list(cycle.response_headers),
+        cycle.cut_short,
+    )

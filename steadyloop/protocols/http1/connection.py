@@ -37,7 +37,7 @@ from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.protocols import websocket
 from steadyloop.protocols.http1.cycle import Http1Cycle
 from steadyloop.protocols.http2.connection import H2_PREFACE, start_http2
-from steadyloop.protocols.shared import ServerState
+from steadyloop.protocols.shared import ServerState, log_request
 from steadyloop.protocols.tls import tls_extension
 
 logger = logging.getLogger("steadyloop.error")
@@ -442,7 +442,7 @@ class Http1Connection(asyncio.Protocol):
         state = self.state
         state.request_done(cycle.status, cycle.head.http_version, cycle.started_at)
         if state.access_log is not None:
-            self._log_access(cycle)
+            log_request(state.access_log, cycle)
         if self.cycle is not cycle:
             return  # the connection is gone already
         self.answered += 1
@@ -469,25 +469,6 @@ class Http1Connection(asyncio.Protocol):
             self._pump()
         elif self.corked is not None:
             self._uncork()  # the pipeline is drained
-
-    def _log_access(self, cycle: Http1Cycle) -> None:
-        assert self.state.access_log is not None
-        # What the app saw: the client a trusted proxy named, the path below --root-path.
-        scope = cycle.scope
-        client = scope["client"]
-        self.state.access_log.log(
-            f"{client[0]}:{client[1]}" if client else "-",  # as uvicorn shows it
-            cycle.method,
-            scope["root_path"] + cycle.target.decode("latin-1"),
-            cycle.head.http_version,
-            cycle.status,
-            cycle.bytes_sent,
-            time.perf_counter() - cycle.started_at,
-            cycle.request_id,
-            cycle.head.headers,
-            list(cycle.response_headers),
-            cycle.cut_short,
-        )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         """An app task ended: account for it and deal with its failures."""
@@ -651,7 +632,7 @@ class Http1Connection(asyncio.Protocol):
         )
         cycle.cut_short = "write timeout"
         if self.state.access_log is not None:
-            self._log_access(cycle)  # the response will never complete: log it now
+            log_request(self.state.access_log, cycle)  # the response will never complete: log it now
         self.cycle = None
         cycle.on_disconnect()  # the app hears http.disconnect; its send() raises
         self._wake_drain()

@@ -39,7 +39,7 @@ from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.protocols.http2.floods import FloodLimits
 from steadyloop.protocols.http2.requests import build_request, scope_for
 from steadyloop.protocols.http2.stream import Http2StreamCycle
-from steadyloop.protocols.shared import ServerState
+from steadyloop.protocols.shared import ServerState, log_request
 from steadyloop.protocols.tls import tls_extension
 
 logger = logging.getLogger("steadyloop.error")
@@ -404,7 +404,7 @@ class Http2Connection(asyncio.Protocol):
         state = self.state
         state.request_done(cycle.status, "2", cycle.started_at)
         if state.access_log is not None:
-            self._log_access(cycle)
+            log_request(state.access_log, cycle)
         if self.streams.get(cycle.stream_id) is cycle:
             self._forget(cycle)
             if not cycle.body_complete and not cycle.disconnected and not self.closing:
@@ -423,23 +423,6 @@ class Http2Connection(asyncio.Protocol):
         if stream is not None and not stream.closed:
             self.h2.reset_stream(sid, _NO_ERROR)
             self.flush()
-
-    def _log_access(self, cycle: Http2StreamCycle) -> None:
-        assert self.state.access_log is not None
-        client = self.client
-        self.state.access_log.log(
-            f"{client[0]}:{client[1]}" if client else "-",
-            cycle.method,
-            cycle.target.decode("latin-1"),
-            "2",
-            cycle.status,
-            cycle.bytes_sent,
-            time.perf_counter() - cycle.started_at,
-            cycle.request_id,
-            cycle.head.headers,
-            list(cycle.response_headers),
-            cycle.cut_short,
-        )
 
     # -- app tasks ---------------------------------------------------------------------------
 
