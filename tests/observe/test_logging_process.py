@@ -27,7 +27,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 CHILD = textwrap.dedent(
     """
-    import fcntl, json, logging, os, select, signal, sys, threading, time
+    import faulthandler, fcntl, json, logging, os, select, signal, sys, threading, time
+    # If a test ever times out waiting for this child, it asks for every thread's stack.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     spec = json.loads(sys.argv[1])
     ctl = int(sys.argv[2])
 
@@ -114,9 +116,28 @@ class Child:
 
     def output(self, timeout: float = 30.0) -> tuple[bytes, bytes]:
         """Read stdout and stderr until the child closes them, then reap it."""
-        out, err = read_all([self.proc.stdout, self.proc.stderr], timeout)
+        try:
+            out, err = read_all([self.proc.stdout, self.proc.stderr], timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {self._where_it_hangs()}") from None
         self.proc.wait(timeout)
         return out, err
+
+    def _where_it_hangs(self) -> str:
+        """For a child that outlived a deadline: its threads' stacks (faulthandler on SIGUSR1)."""
+        if self.proc.poll() is not None:
+            return f"the child exited ({self.proc.returncode}) but its pipes stayed open"
+        self.proc.send_signal(signal.SIGUSR1)
+        assert self.proc.stderr is not None
+        said = b""
+        deadline = time.monotonic() + 5
+        while b"most recent call first" not in said or time.monotonic() < deadline - 4:
+            ready, _, _ = select.select([self.proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(self.proc.stderr.fileno(), 1 << 16) if ready else b""
+            if not chunk:
+                break
+            said += chunk
+        return "the child still runs; its threads: " + said.decode(errors="replace")[-4000:]
 
     def close(self) -> None:
         if self.proc.poll() is None:
