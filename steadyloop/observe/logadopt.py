@@ -223,11 +223,7 @@ class Adopter:
         """Replace every queue-worthy handler on every logger. Returns how many were moved."""
         moved = 0
         with _LOGGING_LOCK:
-            loggers: list[logging.Logger] = [logging.getLogger()]
-            loggers.extend(
-                lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
-            )
-            for lg in loggers:
+            for lg in _all_loggers():
                 handlers = lg.handlers
                 for i, handler in enumerate(handlers):
                     if wants_queue(handler):
@@ -251,11 +247,7 @@ class Adopter:
             if _ACTIVE is self:
                 _ACTIVE = None
                 setattr(logging.Logger, "addHandler", _ORIGINAL_ADD_HANDLER)  # noqa: B010
-            loggers: list[logging.Logger] = [logging.getLogger()]
-            loggers.extend(
-                lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
-            )
-            for lg in loggers:
+            for lg in _all_loggers():
                 handlers = lg.handlers
                 for i, handler in enumerate(handlers):
                     if isinstance(handler, QueuedHandler) and handler._queue is self._queue:
@@ -273,3 +265,10 @@ def _add_handler(self: logging.Logger, hdlr: logging.Handler) -> None:
     if adopter is not None:
         hdlr = adopter.standin(hdlr)
     _ORIGINAL_ADD_HANDLER(self, hdlr)
+
+
+def _all_loggers() -> list[logging.Logger]:
+    """The root logger and every logger made so far (placeholders are not loggers)."""
+    loggers: list[logging.Logger] = [logging.getLogger()]
+    loggers.extend(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger))
+    return loggers

@@ -121,14 +121,8 @@ class MetricsListener:
         self._selector.register(sock, selectors.EVENT_READ, lambda: self._readable(client))
 
     def _readable(self, client: _Client) -> None:
-        try:
-            data = client.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
+        data = self._receive(client, 4096)
         if not data:
-            self._close(client)
             return
         client.inbox += data
         end = client.inbox.find(b"\r\n\r\n")
@@ -215,14 +209,20 @@ class MetricsListener:
         self._selector.modify(client.sock, selectors.EVENT_READ, lambda: self._drain(client))
 
     def _drain(self, client: _Client) -> None:
+        self._receive(client, 65536)
+
+    def _receive(self, client: _Client, size: int) -> bytes | None:
+        """What the client sent; b"" after closing it (it closed, or the socket failed),
+        None when there is nothing to read yet."""
         try:
-            data = client.sock.recv(65536)
+            data = client.sock.recv(size)
         except (BlockingIOError, InterruptedError):
-            return
+            return None
         except OSError:
             data = b""
         if not data:
             self._close(client)
+        return data
 
     def _close(self, client: _Client) -> None:
         fd = client.sock.fileno()
