@@ -267,8 +267,8 @@ def test_markdown_has_date_command_and_rows() -> None:
 
 def test_markdown_checks_the_bars() -> None:
     lines = bars(_cases())
-    assert lines[0].startswith("a64: steadyloop 1.40x uvicorn's requests/s")
-    assert lines[0].endswith(": met")
+    assert lines[0].startswith("a64: steadyloop 1.40x uvicorn's requests/s (bar: at least 1.50x)")
+    assert lines[0].endswith(": NOT met")
     assert lines[1] == "g: watchdog overhead 2.0% of requests/s (bar: within 3%): met"
     assert "## Against the bars" in render_markdown(META, _cases())
     assert "smoke test" not in render_markdown(META, _cases())
@@ -283,6 +283,45 @@ def test_bar_not_met_when_p99_worse() -> None:
     ])
     (line,) = bars([case])
     assert "WORSE" in line and line.endswith("NOT met")
+
+
+def _pair(key: str, peer: str, ours: float, theirs: float, baseline: str = "") -> CaseResult:
+    return CaseResult(key, key, baseline or peer, True, [
+        VariantRuns("steadyloop", "steadyloop", runs=[result(ours)]),
+        VariantRuns(peer, peer, runs=[result(theirs)]),
+    ])
+
+
+def test_issue_13_bars_compare_with_granian_and_with_a64() -> None:
+    cases = [
+        _pair("a64", "uvicorn", 90_000.0, 50_000.0),
+        # a256 beats granian but drops from a64: not met.
+        CaseResult("a256", "a256", "uvicorn", True, [
+            VariantRuns("steadyloop", "steadyloop", runs=[result(80_000.0)]),
+            VariantRuns("uvicorn", "uvicorn", runs=[result(40_000.0)]),
+            VariantRuns("granian", "granian", runs=[result(79_000.0)]),
+        ]),
+        _pair("d", "granian", 100_000.0, 100_000.0, baseline="uvicorn"),
+        _pair("f", "granian", 49_000.0, 100_000.0, baseline="gunicorn"),
+        CaseResult("h2c", "h2c", "hypercorn", True, [
+            VariantRuns("steadyloop", "steadyloop", runs=[result(3_000.0)]),
+            VariantRuns("hypercorn", "hypercorn", runs=[result(1_000.0)]),
+            VariantRuns("granian", "granian", runs=[result(20_000.0)]),
+        ]),
+    ]
+    by_case = {line.split(":")[0]: line for line in bars(cases)}
+    assert by_case["a64"].endswith("(bar: at least 1.50x), p99 2.00 ms vs 2.00 ms (no worse): met")
+    assert by_case["a256"] == (
+        "a256: steadyloop 1.01x granian's requests/s (bar: at least 1.00x), "
+        "0.89x its own a64 figure (bar: no drop): NOT met"
+    )
+    assert by_case["d"].startswith("d: steadyloop 1.00x granian's")
+    assert by_case["d"].endswith(": met")
+    assert by_case["f"].endswith("(bar: at least 0.50x): NOT met")
+    assert by_case["h2c"] == (
+        "h2c: steadyloop 3.00x hypercorn's requests/s over h2c "
+        "(bar: at least 3.00x; granian 20.00x): met"
+    )
 
 
 def test_text_table_aligns_and_marks_unpinned() -> None:
