@@ -158,7 +158,9 @@ def count(
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            # A fixed hash seed: start-up then executes the same instructions in both runs
+            # (string hashes decide dict layouts), so the difference is the requests' alone.
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"},
             start_new_session=True,  # its own process group, killed whole if it hangs
         )
         try:
