@@ -81,6 +81,7 @@ class Http1Connection(asyncio.Protocol):
         "proxy_trusted",
         "read_paused",
         "scheme",
+        "scope_base",
         "server",
         "state",
         "transport",
@@ -125,6 +126,7 @@ class Http1Connection(asyncio.Protocol):
         self.write: Callable[[bytes], object] = _not_connected
         self.corked: list[bytes] | None = None
         self.answered = 0  # responses completed on this connection (the cork's progress)
+        self.scope_base: dict[str, Any] = {}  # set by connection_made
         self.checked = 0  # `answered` at the last stall check
         # The pending stall check: None, _SOON (a call_soon handle) or the task whose
         # _task_done carries it.
@@ -155,6 +157,24 @@ class Http1Connection(asyncio.Protocol):
         elif isinstance(sock_name, str):
             self.server = (sock_name, None)
         self.proxy_trusted = state.trusts(self.client[0] if self.client else None)
+        # What every request's scope on this connection shares; each request copies it (a
+        # dict copy is cheaper than building a 14-key dict) and fills in its own entries.
+        self.scope_base = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": "GET",
+            "root_path": state.config.root_path,
+            "path": "/",
+            "raw_path": b"/",
+            "query_string": b"",
+            "headers": [],
+            "state": {},
+            "extensions": self.extensions,
+        }
         limit = state.config.limits.concurrency
         if limit is not None and len(state.connections) > limit:
             self._refuse(503, "too many connections")
@@ -300,26 +320,16 @@ class Http1Connection(asyncio.Protocol):
             path = root_path + path
             raw_path = root_path.encode("utf-8") + raw_path
         headers = head.headers
-        client = self.client
-        scheme = self.scheme
+        scope = self.scope_base.copy()
+        scope["http_version"] = head.http_version
+        scope["method"] = head.method
+        scope["path"] = path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = query
+        scope["headers"] = headers
+        scope["state"] = state.lifespan_state.copy()
         if self.proxy_trusted and head.forwarded:
-            client, scheme = state.proxies.forwarded(headers, client, scheme)
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": head.http_version,
-            "server": self.server,
-            "client": client,
-            "scheme": scheme,
-            "method": head.method,
-            "root_path": root_path,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": headers,
-            "state": state.lifespan_state.copy(),
-            "extensions": self.extensions,
-        }
+            scope["client"], scope["scheme"] = state.proxies.forwarded(headers, self.client, self.scheme)
         if head.upgrade and self._upgrade(head, scope):
             return
         timed = state.access_log is not None or state.metrics is not None
