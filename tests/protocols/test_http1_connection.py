@@ -442,3 +442,31 @@ def test_a_streamed_response_in_a_pipeline_keeps_its_order() -> None:
         assert first < stream < out.index(b"3\r\nend\r\n0\r\n\r\n") < third
     finally:
         h.close()
+
+
+def test_a_target_seen_before_gives_the_same_scope_entries() -> None:
+    seen: list[tuple[str, bytes, bytes, str]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((scope["path"], scope["raw_path"], scope["query_string"], scope["root_path"]))
+        await hello(scope, receive, send)
+
+    for root in ("", "/api"):
+        h = make(app, root_path=root)
+        try:
+            conn, _transport = h.connect()
+            for target in (b"/seen/twice?a=1", b"/seen/twice?a=1", b"/seen/twice", b"/seen/twice?b=2"):
+                h.feed(conn, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+        finally:
+            h.close()
+    rb = b"/api/seen/twice"
+    assert seen == [
+        ("/seen/twice", b"/seen/twice", b"a=1", ""),
+        ("/seen/twice", b"/seen/twice", b"a=1", ""),
+        ("/seen/twice", b"/seen/twice", b"", ""),
+        ("/seen/twice", b"/seen/twice", b"b=2", ""),
+        ("/api/seen/twice", rb, b"a=1", "/api"),
+        ("/api/seen/twice", rb, b"a=1", "/api"),
+        ("/api/seen/twice", rb, b"", "/api"),
+        ("/api/seen/twice", rb, b"b=2", "/api"),
+    ]

@@ -54,6 +54,11 @@ LINGER_BYTES = 1024 * 1024
 CLOSE_GRACE = 10.0
 # Pipelined bytes buffered while a response is in progress before reading pauses.
 PIPELINE_HIGH_WATER = 64 * 1024
+# Plain targets seen before (ASCII origin-form, no %-escape, no fragment) -> (raw path, query,
+# path): a service gets the same few again and again. Bounded; only short targets are kept.
+_TARGETS: dict[bytes, tuple[bytes, bytes, str]] = {}
+_TARGETS_LIMIT = 1024
+_TARGET_MAX = 256
 _SWITCHING_TO_H2C = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
 
 
@@ -306,12 +311,17 @@ class Http1Connection(asyncio.Protocol):
         if limit is not None and state.tasks >= limit:
             raise ProtocolError(503, "concurrency limit reached")
         target = head.target
+        known = _TARGETS.get(target)
+        if known is not None:
+            raw_path, query, path = known
         # `bytes.find` rather than `in`: on CPython 3.11 `b"x" in data` first tries the
         # argument as an integer and builds (then drops) a TypeError, ~2k instructions.
-        if target[:1] == b"/" and target.find(b"%") == -1 and target.find(b"#") == -1 and target.isascii():
+        elif target[:1] == b"/" and target.find(b"%") == -1 and target.find(b"#") == -1 and target.isascii():
             # The common case, without the general parsing: an ASCII origin-form target.
             raw_path, _, query = target.partition(b"?")
             path = raw_path.decode("ascii")
+            if len(_TARGETS) < _TARGETS_LIMIT and len(target) <= _TARGET_MAX:
+                _TARGETS[target] = (raw_path, query, path)
         else:
             raw_path, query = split_target(head)
             path = decode_path(raw_path)
