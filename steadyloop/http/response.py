@@ -102,6 +102,16 @@ def _name_kind(name: bytes) -> int:
     return kind
 
 
+# Header lines already built and checked, by (name, value): most apps send the same few
+# headers again and again, and a line found here costs no concatenation, no CR/LF/NUL scan
+# and no int() of a Content-Length. Each entry is (line, kind, number); number is the value
+# of a Content-Length, and 1 for a Connection that says close. Bounded like _NAME_KINDS, and
+# only short lines are kept.
+_LINES: dict[tuple[bytes, bytes], tuple[bytes, int, int]] = {}
+_LINES_LIMIT = 1024
+_LINE_MAX = 256
+
+
 def build_head(
     status: int,
     headers: Iterable[tuple[bytes, bytes]],
@@ -123,34 +133,41 @@ def build_head(
     parts = [line if line is not None else status_line(status)]
     content_length = -1
     app_closes = False
-    kinds = _NAME_KINDS
-    for name, value in headers:
-        kind = kinds.get(name)
-        if kind is None:
-            kind = _name_kind(name)
-        if type(value) is not bytes:
-            raise ResponseError(f"response header value for {name!r} is not bytes")
+    lines = _LINES
+    new: list[tuple[tuple[bytes, bytes], tuple[bytes, int, int]]] | None = None
+    for item in headers:
+        try:
+            known = lines.get(item)
+        except TypeError:  # an unhashable pair (a list, a bytearray): built below
+            known = None
+        if known is None:
+            known = _header_line(item)
+            if new is None:
+                new = []
+            new.append((item, known))
+        line, kind, number = known
         if kind:
             if kind == _CONTENT_LENGTH:
-                if not value.isdigit():
-                    raise ResponseError(f"invalid Content-Length {value!r}")
-                if content_length >= 0 and int(value) != content_length:
+                if content_length >= 0 and number != content_length:
                     # A proxy might frame by the other one: a response split in two.
                     raise ResponseError("conflicting Content-Length headers")
-                content_length = int(value)
+                content_length = number
             elif kind == _TRANSFER_ENCODING:
                 continue  # framing is the server's job; an app's TE would lie about the body
-            elif kind == _CONNECTION and value.lower().find(b"close") != -1:
+            elif number:  # Connection: close
                 keep_alive = False
                 app_closes = True
-        parts.append(name + b": " + value + b"\r\n")
-    block = b"".join(parts)
-    # One scan each over the whole block rather than three per header: every line we built
-    # ends in exactly one CRLF, so any other CR, LF (or a NUL) came from the app.
-    lines = len(parts)
-    if block.count(b"\n") != lines or block.count(b"\r") != lines or block.find(b"\0") != -1:
-        raise ResponseError("response header contains CR, LF or NUL")
-
+        parts.append(line)
+    if new is not None:
+        # One scan each over the whole block rather than three per header: every line we
+        # built ends in exactly one CRLF, so any other CR, LF (or a NUL) came from the app.
+        block = b"".join(parts)
+        count = len(parts)
+        if block.count(b"\n") != count or block.count(b"\r") != count or block.find(b"\0") != -1:
+            raise ResponseError("response header contains CR, LF or NUL")
+        for item, known in new:
+            if len(lines) < _LINES_LIMIT and len(known[0]) <= _LINE_MAX and type(item) is tuple:
+                lines[item] = known
     if not body_allowed:
         framing = FRAMING_NONE
     elif content_length >= 0:
@@ -158,15 +175,36 @@ def build_head(
     elif body_length >= 0:
         framing = FRAMING_LENGTH
         content_length = body_length
-        block += b"content-length: " + str(body_length).encode("ascii") + b"\r\n"
+        parts.append(b"content-length: " + str(body_length).encode("ascii") + b"\r\n")
     elif http_10:
         framing = FRAMING_CLOSE
         keep_alive = False
     else:
         framing = FRAMING_CHUNKED
-        block += b"transfer-encoding: chunked\r\n"
+        parts.append(b"transfer-encoding: chunked\r\n")
     if not keep_alive and not app_closes:
-        block += b"connection: close\r\n"
+        parts.append(b"connection: close\r\n")
     elif http_10:
-        block += b"connection: keep-alive\r\n"
-    return block + extra + b"\r\n", framing, content_length, keep_alive
+        parts.append(b"connection: keep-alive\r\n")
+    parts.append(extra)
+    parts.append(b"\r\n")
+    return b"".join(parts), framing, content_length, keep_alive
+
+
+def _header_line(item: tuple[bytes, bytes]) -> tuple[bytes, int, int]:
+    """(line, kind, number) for one of the app's header pairs, not yet checked for CR, LF or
+    NUL in the value (build_head scans the whole block once)."""
+    name, value = item
+    kind = _NAME_KINDS.get(name)
+    if kind is None:
+        kind = _name_kind(name)
+    if type(value) is not bytes:
+        raise ResponseError(f"response header value for {name!r} is not bytes")
+    number = 0
+    if kind == _CONTENT_LENGTH:
+        if not value.isdigit():
+            raise ResponseError(f"invalid Content-Length {value!r}")
+        number = int(value)
+    elif kind == _CONNECTION and value.lower().find(b"close") != -1:
+        number = 1
+    return name + b": " + value + b"\r\n", kind, number

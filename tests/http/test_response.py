@@ -134,8 +134,38 @@ def test_extra_block_is_appended() -> None:
     ],
 )
 def test_refused_headers(headers: Any) -> None:
+    for _ in range(2):  # a refused line is never remembered as a good one
+        with pytest.raises(ResponseError):
+            build(headers=headers, body_length=0)
+    with pytest.raises(ResponseError):  # nor does a good line before it make it pass
+        build(headers=[(b"x-good", b"1"), *headers], body_length=0)
+
+
+def test_the_same_headers_again_give_the_same_head() -> None:
+    headers = [(b"content-type", b"text/plain"), (b"Content-Length", b"5"), (b"Connection", b"close")]
+    first = build(headers=headers, body_length=5)
+    assert first == build(headers=headers, body_length=5)
+    # Equal pairs, new objects, and pairs given as lists (not hashable): the same head.
+    again = [(bytes(name), bytes(value)) for name, value in headers]
+    assert first == build(headers=again, body_length=5)
+    assert first == build(headers=[[name, value] for name, value in headers], body_length=5)
+    head, framing, length, keep = first
+    assert header_lines(head) == [b"content-type: text/plain", b"Content-Length: 5", b"Connection: close"]
+    assert (framing, length, keep) == (FRAMING_LENGTH, 5, False)
+
+
+def test_known_content_lengths_still_conflict() -> None:
+    build(headers=[(b"content-length", b"5")], body_length=5)
+    build(headers=[(b"content-length", b"6")], body_length=6)
     with pytest.raises(ResponseError):
-        build(headers=headers, body_length=0)
+        build(headers=[(b"content-length", b"5"), (b"content-length", b"6")], body_length=-1)
+    head, _, length, _ = build(headers=[(b"content-length", b"5"), (b"content-length", b"5")])
+    assert length == 5 and header_lines(head) == [b"content-length: 5", b"content-length: 5"]
+
+
+def test_unhashable_header_values_are_refused_not_crashed_on() -> None:
+    with pytest.raises(ResponseError):
+        build(headers=[(b"x-a", bytearray(b"1"))], body_length=0)
 
 
 def test_simple_response() -> None:

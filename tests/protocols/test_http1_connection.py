@@ -327,6 +327,103 @@ def test_a_slow_request_in_a_pipeline_does_not_hold_back_the_answers_before_it()
         h.close()
 
 
+def test_a_slow_second_request_does_not_hold_back_the_first_answer() -> None:
+    gate = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await gate.wait()
+        await hello(scope, receive, send)
+
+    h = make(app)
+    try:
+        conn, transport = h.connect()
+        h.feed(conn, (GET % b"1") + (GET % b"slow"))
+        out = transport.take()
+        assert out.count(b"HTTP/1.1 200 OK") == 1 and out.endswith(b"/1")
+        gate.set()
+        h.settle()
+        assert transport.take().endswith(b"/slow")
+        assert conn.is_idle()
+    finally:
+        h.close()
+
+
+def test_an_app_that_goes_on_after_its_response_does_not_hold_back_a_stalled_pipeline() -> None:
+    # The task that completed a response is still running: the stall check cannot ride on
+    # its end, and must still come.
+    after = asyncio.Event()
+    gate = asyncio.Event()
+    finished: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        path = scope["path"]
+        if path == "/slow":
+            await gate.wait()
+        await hello(scope, receive, send)
+        if path != "/slow":
+            await after.wait()  # work after the response
+            finished.append(path)
+
+    h = make(app)
+    try:
+        conn, transport = h.connect()
+        h.feed(conn, (GET % b"1") + (GET % b"2") + (GET % b"slow") + (GET % b"4"))
+        out = transport.take()
+        assert out.count(b"HTTP/1.1 200 OK") == 2 and out.endswith(b"/2")
+        gate.set()
+        h.settle()
+        out = transport.take()
+        assert out.count(b"HTTP/1.1 200 OK") == 2 and out.endswith(b"/4")
+        after.set()
+        h.settle()
+        assert finished == ["/1", "/2", "/4"]
+    finally:
+        h.close()
+
+
+def test_a_stall_after_a_drained_pipeline_is_seen_in_the_next_one() -> None:
+    gate = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await gate.wait()
+        await hello(scope, receive, send)
+
+    h = make(app)
+    try:
+        conn, transport = h.connect()
+        h.feed(conn, (GET % b"1") + (GET % b"2"))
+        assert transport.writes == 1 and transport.take().endswith(b"/2")
+        h.feed(conn, (GET % b"3") + (GET % b"slow"))
+        assert transport.take().endswith(b"/3")
+        gate.set()
+        h.settle()
+        assert transport.take().endswith(b"/slow")
+    finally:
+        h.close()
+
+
+def test_watching_a_pipeline_for_stalls_schedules_no_callback_per_request(harness: Harness) -> None:
+    conn, transport = harness.connect()
+    loop = harness.loop
+    scheduled: list[Any] = []
+    call_soon = loop.call_soon
+
+    def counting_call_soon(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        scheduled.append(callback)
+        return call_soon(callback, *args, **kwargs)
+
+    loop.call_soon = counting_call_soon  # type: ignore[method-assign]
+    try:
+        harness.feed(conn, b"".join(GET % str(i).encode() for i in range(16)))
+    finally:
+        del loop.call_soon
+    assert transport.take().count(b"HTTP/1.1 200 OK") == 16 and transport.writes == 1
+    ours = [cb for cb in scheduled if getattr(cb, "__self__", None) is conn and cb.__name__ != "_task_done"]
+    assert len(ours) <= 1
+
+
 def test_a_streamed_response_in_a_pipeline_keeps_its_order() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["path"] == "/stream":
@@ -345,3 +442,31 @@ def test_a_streamed_response_in_a_pipeline_keeps_its_order() -> None:
         assert first < stream < out.index(b"3\r\nend\r\n0\r\n\r\n") < third
     finally:
         h.close()
+
+
+def test_a_target_seen_before_gives_the_same_scope_entries() -> None:
+    seen: list[tuple[str, bytes, bytes, str]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((scope["path"], scope["raw_path"], scope["query_string"], scope["root_path"]))
+        await hello(scope, receive, send)
+
+    for root in ("", "/api"):
+        h = make(app, root_path=root)
+        try:
+            conn, _transport = h.connect()
+            for target in (b"/seen/twice?a=1", b"/seen/twice?a=1", b"/seen/twice", b"/seen/twice?b=2"):
+                h.feed(conn, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+        finally:
+            h.close()
+    rb = b"/api/seen/twice"
+    assert seen == [
+        ("/seen/twice", b"/seen/twice", b"a=1", ""),
+        ("/seen/twice", b"/seen/twice", b"a=1", ""),
+        ("/seen/twice", b"/seen/twice", b"", ""),
+        ("/seen/twice", b"/seen/twice", b"b=2", ""),
+        ("/api/seen/twice", rb, b"a=1", "/api"),
+        ("/api/seen/twice", rb, b"a=1", "/api"),
+        ("/api/seen/twice", rb, b"", "/api"),
+        ("/api/seen/twice", rb, b"b=2", "/api"),
+    ]

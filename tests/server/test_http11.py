@@ -83,6 +83,15 @@ def test_pipelining_16_requests_in_one_write(server: RunningServer) -> None:
         assert client.silent_for(0.1)
 
 
+def test_a_pipelined_request_that_waits_does_not_hold_back_the_answer_before(server: RunningServer) -> None:
+    # The second request's app sleeps: the first answer must not wait for it.
+    with RawClient.connect(server.port, timeout=30) as client:
+        client.send(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /slow?ms=2000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert scope_of(client.response())["path"] == "/first"
+        assert client.silent_for(0.1)  # the second is still on its way: they did not go together
+        assert scope_of(client.response())["path"] == "/slow"
+
+
 def test_content_length_body(server: RunningServer) -> None:
     body = bytes(range(256)) * 1000
     with RawClient.connect(server.port) as client:

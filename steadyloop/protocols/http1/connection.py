@@ -13,9 +13,10 @@ pipelined request stay in the parser until the response before it is
 complete, so responses can never overtake each other. While requests are
 pipelined, whole responses are corked: gathered and written with one
 `transport.write` when the pipeline is drained (or when it stops moving for a
-loop turn), one send instead of one per request. Every callback catches
-everything but SystemExit/KeyboardInterrupt and turns it into one fatal path:
-log, close this connection, keep the worker.
+loop turn), one send instead of one per request; watching for that stop costs
+no callback per request in the common case (see `_stall_check`). Every callback
+catches everything but SystemExit/KeyboardInterrupt and turns it into one fatal
+path: log, close this connection, keep the worker.
 
 This module is the request hot path; measure any change with bench/run.py.
 """
@@ -53,12 +54,19 @@ LINGER_BYTES = 1024 * 1024
 CLOSE_GRACE = 10.0
 # Pipelined bytes buffered while a response is in progress before reading pauses.
 PIPELINE_HIGH_WATER = 64 * 1024
+# Plain targets seen before (ASCII origin-form, no %-escape, no fragment) -> (raw path, query,
+# path): a service gets the same few again and again. Bounded; only short targets are kept.
+_TARGETS: dict[bytes, tuple[bytes, bytes, str]] = {}
+_TARGETS_LIMIT = 1024
+_TARGET_MAX = 256
 _SWITCHING_TO_H2C = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
 
 
 class Http1Connection(asyncio.Protocol):
     __slots__ = (
         "answered",
+        "check_armed",
+        "checked",
         "client",
         "closing",
         "closing_since",
@@ -71,12 +79,14 @@ class Http1Connection(asyncio.Protocol):
         "fresh",
         "head_since",
         "idle_since",
+        "last_task",
         "lingering",
         "loop",
         "parser",
         "proxy_trusted",
         "read_paused",
         "scheme",
+        "scope_base",
         "server",
         "state",
         "transport",
@@ -121,6 +131,12 @@ class Http1Connection(asyncio.Protocol):
         self.write: Callable[[bytes], object] = _not_connected
         self.corked: list[bytes] | None = None
         self.answered = 0  # responses completed on this connection (the cork's progress)
+        self.scope_base: dict[str, Any] = {}  # set by connection_made
+        self.checked = 0  # `answered` at the last stall check
+        # The pending stall check: None, _SOON (a call_soon handle) or the task whose
+        # _task_done carries it.
+        self.check_armed: object = None
+        self.last_task: asyncio.Task[None] | None = None  # ran the last response completed while corked
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
@@ -146,6 +162,24 @@ class Http1Connection(asyncio.Protocol):
         elif isinstance(sock_name, str):
             self.server = (sock_name, None)
         self.proxy_trusted = state.trusts(self.client[0] if self.client else None)
+        # What every request's scope on this connection shares; each request copies it (a
+        # dict copy is cheaper than building a 14-key dict) and fills in its own entries.
+        self.scope_base = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": "GET",
+            "root_path": state.config.root_path,
+            "path": "/",
+            "raw_path": b"/",
+            "query_string": b"",
+            "headers": [],
+            "state": {},
+            "extensions": self.extensions,
+        }
         limit = state.config.limits.concurrency
         if limit is not None and len(state.connections) > limit:
             self._refuse(503, "too many connections")
@@ -277,12 +311,17 @@ class Http1Connection(asyncio.Protocol):
         if limit is not None and state.tasks >= limit:
             raise ProtocolError(503, "concurrency limit reached")
         target = head.target
+        known = _TARGETS.get(target)
+        if known is not None:
+            raw_path, query, path = known
         # `bytes.find` rather than `in`: on CPython 3.11 `b"x" in data` first tries the
         # argument as an integer and builds (then drops) a TypeError, ~2k instructions.
-        if target[:1] == b"/" and target.find(b"%") == -1 and target.find(b"#") == -1 and target.isascii():
+        elif target[:1] == b"/" and target.find(b"%") == -1 and target.find(b"#") == -1 and target.isascii():
             # The common case, without the general parsing: an ASCII origin-form target.
             raw_path, _, query = target.partition(b"?")
             path = raw_path.decode("ascii")
+            if len(_TARGETS) < _TARGETS_LIMIT and len(target) <= _TARGET_MAX:
+                _TARGETS[target] = (raw_path, query, path)
         else:
             raw_path, query = split_target(head)
             path = decode_path(raw_path)
@@ -291,26 +330,16 @@ class Http1Connection(asyncio.Protocol):
             path = root_path + path
             raw_path = root_path.encode("utf-8") + raw_path
         headers = head.headers
-        client = self.client
-        scheme = self.scheme
+        scope = self.scope_base.copy()
+        scope["http_version"] = head.http_version
+        scope["method"] = head.method
+        scope["path"] = path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = query
+        scope["headers"] = headers
+        scope["state"] = state.lifespan_state.copy()
         if self.proxy_trusted and head.forwarded:
-            client, scheme = state.proxies.forwarded(headers, client, scheme)
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": head.http_version,
-            "server": self.server,
-            "client": client,
-            "scheme": scheme,
-            "method": head.method,
-            "root_path": root_path,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": headers,
-            "state": state.lifespan_state.copy(),
-            "extensions": self.extensions,
-        }
+            scope["client"], scope["scheme"] = state.proxies.forwarded(headers, self.client, self.scheme)
         if head.upgrade and self._upgrade(head, scope):
             return
         timed = state.access_log is not None or state.metrics is not None
@@ -333,6 +362,7 @@ class Http1Connection(asyncio.Protocol):
             return
         state.tasks += 1
         INFLIGHT[task] = cycle
+        cycle.task = task
         task.add_done_callback(self._task_done)
 
     def _upgrade_to_h2c(self, head: RequestHead) -> bool:
@@ -399,24 +429,51 @@ class Http1Connection(asyncio.Protocol):
     def _cork(self) -> None:
         corked = self.corked = []
         self.write = corked.append
-        self.loop.call_soon(self._uncork_when_stalled, self.answered)
+        self.checked = self.answered
+        if self.check_armed is None:
+            self.check_armed = _SOON
+            self.loop.call_soon(self._check_soon)
 
     def _uncork(self) -> None:
         corked = self.corked
         self.corked = None
+        self.last_task = None
         self.write = self.transport.write
         if corked:
             self.transport.write(b"".join(corked) if len(corked) > 1 else corked[0])
 
-    def _uncork_when_stalled(self, answered: int) -> None:
+    def _check_soon(self) -> None:
+        if self.check_armed is _SOON:
+            self.check_armed = None
+            self._stall_check()
+
+    def _stall_check(self) -> None:
         """Once a loop turn passes without a response completing (an app awaiting something
-        slow), what is gathered goes out: pipelining never delays an answer for long."""
+        slow), what is gathered goes out: pipelining never delays an answer for long.
+
+        While corked, one check is always pending, to run after the next request's first
+        step. Its carrier is free in the common case: the task that completed the last
+        response ended in that same step, after queueing the next request's step, so its
+        `_task_done` (a callback asyncio queues anyway) runs right after that step and
+        checks. Only when that task is still running (it went on after its response, or
+        the response was completed by something else) does the check cost a handle.
+        A check that runs early finds no progress and uncorks: fewer responses per write,
+        never a response held back.
+        """
         if self.corked is None:
             return
-        if self.answered != answered:
-            self.loop.call_soon(self._uncork_when_stalled, self.answered)
-        else:
+        answered = self.answered
+        if answered == self.checked:
             self._uncork()
+            return
+        self.checked = answered
+        task = self.last_task
+        # done() and still registered: its _task_done is queued and has not run yet.
+        if task is not None and task.done() and task in INFLIGHT:
+            self.check_armed = task
+        else:
+            self.check_armed = _SOON
+            self.loop.call_soon(self._check_soon)
 
     async def drain(self) -> None:
         if not self.write_paused or self.transport.is_closing():
@@ -446,6 +503,8 @@ class Http1Connection(asyncio.Protocol):
         if self.cycle is not cycle:
             return  # the connection is gone already
         self.answered += 1
+        if self.corked is not None:
+            self.last_task = cycle.task
         self.cycle = None
         # The exact time, not the housekeeping clock: that may be half a second old, and a
         # short --timeout-keep-alive would then close a connection right after its response.
@@ -484,6 +543,9 @@ class Http1Connection(asyncio.Protocol):
                 self._app_returned_early(cycle)
         elif not cycle.response_complete:
             self._app_failed(cycle, None)
+        if task is self.check_armed:
+            self.check_armed = None
+            self._stall_check()
         if state.shutting_down:
             state.check_idle()
 
@@ -648,6 +710,10 @@ class Http1Connection(asyncio.Protocol):
             # Say so in the response head, if it is not out yet, so that the client does not
             # send another request down a connection about to close.
             self.cycle.keep_alive = False
+
+
+# check_armed: the stall check is a call_soon handle (see _stall_check).
+_SOON: object = object()
 
 
 def _not_connected(data: bytes) -> None:

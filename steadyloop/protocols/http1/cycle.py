@@ -61,6 +61,7 @@ class Http1Cycle(RequestCycle):
     conn: Http1Owner
     writer: BodyWriter = NO_BODY  # the framing, once the head is out
     sendfile_job: SendfileJob | None = None  # set while a pathsend is on a pool thread
+    task: asyncio.Task[None] | None = None  # the app's task, once it runs
 
     def on_disconnect(self) -> None:
         if self.sendfile_job is not None:
