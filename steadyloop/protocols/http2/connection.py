@@ -37,6 +37,7 @@ from steadyloop.asgi.cycle import ClientDisconnected
 from steadyloop.http.parser import RequestHead
 from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.protocols.http2.floods import FloodLimits
+from steadyloop.protocols.http2.hpackout import StaticEncoder
 from steadyloop.protocols.http2.requests import build_request, scope_for
 from steadyloop.protocols.http2.stream import Http2StreamCycle
 from steadyloop.protocols.shared import ServerState, log_request
@@ -83,6 +84,8 @@ class Http2Connection(asyncio.Protocol):
                 normalize_outbound_headers=False,
             )
         )
+        # Response headers without the dynamic table: cheaper, and cacheable (hpackout.py).
+        self.h2.encoder = StaticEncoder()  # type: ignore[assignment]
         self.streams: dict[int, Http2StreamCycle] = {}
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None
