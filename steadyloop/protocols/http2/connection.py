@@ -37,6 +37,7 @@ from steadyloop.asgi.cycle import ClientDisconnected
 from steadyloop.http.parser import RequestHead
 from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.protocols.http2.floods import FloodLimits
+from steadyloop.protocols.http2.hpackin import RememberingDecoder
 from steadyloop.protocols.http2.hpackout import StaticEncoder
 from steadyloop.protocols.http2.requests import MalformedHeaders, build_request, check_trailers, scope_for
 from steadyloop.protocols.http2.stream import Http2StreamCycle
@@ -90,6 +91,10 @@ class Http2Connection(asyncio.Protocol):
         )
         # Response headers without the dynamic table: cheaper, and cacheable (hpackout.py).
         self.h2.encoder = StaticEncoder()  # type: ignore[assignment]
+        # Request blocks a client repeats are decoded once while the table stays (hpackin.py).
+        decoder = RememberingDecoder()
+        decoder.max_header_list_size = self.h2.decoder.max_header_list_size
+        self.h2.decoder = decoder
         self.streams: dict[int, Http2StreamCycle] = {}
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None
