@@ -41,6 +41,12 @@ _CONNECTION_FIELDS = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
 _WHITESPACE = b" \t"
+# Values that passed `_check_value` (a client repeats its User-Agent, Accept, :path...);
+# a pure function of the value, so shared by all connections. Bounded: short values only,
+# cleared when full (at most 4096 x 256 bytes).
+_good_values: set[bytes] = set()
+_GOOD_VALUES_LIMIT = 4096
+_GOOD_VALUE_SIZE = 256
 
 
 class MalformedHeaders(ValueError):
@@ -55,6 +61,10 @@ def _check_value(name: bytes, value: bytes) -> None:
         raise MalformedHeaders(f"NUL, CR or LF in the value of {name!r}")
     if value[0] in _WHITESPACE or value[-1] in _WHITESPACE:
         raise MalformedHeaders(f"whitespace around the value of {name!r}")
+    if len(value) <= _GOOD_VALUE_SIZE:
+        if len(_good_values) >= _GOOD_VALUES_LIMIT:
+            _good_values.clear()
+        _good_values.add(value)
 
 
 def _check_name(name: bytes) -> None:
@@ -85,8 +95,9 @@ def build_request(fields: list[tuple[bytes, bytes]]) -> RequestHead:
     cookies: list[bytes] = []
     content_length = 0
     expect_continue = forwarded = False
+    good = _good_values
     for name, value in fields:
-        if value:
+        if value and value not in good:
             _check_value(name, value)
         if name[:1] == b":":
             if regular:
