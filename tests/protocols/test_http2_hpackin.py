@@ -48,3 +48,17 @@ def test_a_failed_block_is_not_remembered() -> None:
     for _ in range(2):
         with pytest.raises(hpack.InvalidTableIndex):
             ours.decode(bad, raw=True)
+
+
+def test_long_header_lists_are_decoded_every_time() -> None:
+    # What one connection can make the decoder keep stays small, whatever the limits allow.
+    encoder, ours = hpack.Encoder(), RememberingDecoder()
+    many = [(b":method", b"GET")] + [(b"x-%d" % i, b"v") for i in range(80)]
+    ours.decode(encoder.encode(many), raw=True)
+    block = encoder.encode(many)  # all indexed from now on: the table does not change
+    assert ours.decode(block, raw=True) == many
+    assert block not in ours._blocks
+    small = [(b":method", b"GET"), (b":path", b"/")]
+    block = encoder.encode(small)
+    assert ours.decode(block, raw=True) == small
+    assert block in ours._blocks

@@ -22,6 +22,11 @@ from hpack import Decoder
 from hpack.struct import HeaderTuple
 
 _REMEMBERED = 16  # distinct blocks per connection (a client's few kinds of request)
+# Only small blocks of few fields are remembered, so that what a connection can make us keep
+# stays small (16 x 64 fields) however large a header list --http2-max-headers-size allows:
+# a repeated request's block is a few dozen bytes of indexes.
+_LARGEST_BLOCK = 1024
+_MOST_FIELDS = 64
 
 
 class RememberingDecoder(Decoder):
@@ -47,12 +52,18 @@ class RememberingDecoder(Decoder):
             raise
         if self._table_changed:
             blocks.clear()
-        elif raw and type(data) is bytes:
+        elif (
+            raw
+            and type(data) is bytes
+            and len(data) <= _LARGEST_BLOCK
+            and isinstance(decoded, list)  # what hpack returns, typed as an Iterable
+            and len(decoded) <= _MOST_FIELDS
+        ):
             limits = (self.max_header_list_size, self.max_allowed_table_size)
             if limits != self._limits or len(blocks) >= _REMEMBERED:
                 self._limits = limits
                 blocks.clear()
-            blocks[data] = decoded  # type: ignore[assignment]
+            blocks[data] = decoded
         return decoded
 
     # The two representations that change the dynamic table (and hpack's setter).
