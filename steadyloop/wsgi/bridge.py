@@ -28,7 +28,7 @@ from typing import Any
 from steadyloop.asgi.types import Receive, Scope, Send
 from steadyloop.observe.threadpool import PoolStats, register
 from steadyloop.wsgi.environ import build_environ
-from steadyloop.wsgi.exchange import Exchange
+from steadyloop.wsgi.exchange import Exchange, Waker
 from steadyloop.wsgi.pool import ThreadPool
 from steadyloop.wsgi.runner import WSGIApp, run
 
@@ -57,6 +57,7 @@ class WSGIBridge:
         self.stats = register(PoolStats("wsgi", threads, block_threshold))
         self.pool = ThreadPool(threads, self.stats)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._waker: Waker | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -73,9 +74,10 @@ class WSGIBridge:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._bind(loop)
-        exchange = Exchange(loop)
+        waker = self._waker
+        if loop is not self._loop or waker is None:
+            waker = self._bind(loop)
+        exchange = Exchange(loop, waker)
         self.pool.submit(
             functools.partial(self._job, scope, exchange), _Label(scope["method"], scope["path"])
         )
@@ -95,9 +97,11 @@ class WSGIBridge:
             return
         run(self.app, environ, exchange)
 
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> Waker:
         self._loop = loop
+        waker = self._waker = Waker(loop)
         self.stats.bind(loop)
+        return waker
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

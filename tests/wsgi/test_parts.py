@@ -14,6 +14,7 @@ from wsgi.support import Records
 
 from steadyloop.observe.threadpool import PoolStats
 from steadyloop.wsgi.environ import build_environ
+from steadyloop.wsgi.exchange import Waker
 from steadyloop.wsgi.filewrapper import FileWrapper
 from steadyloop.wsgi.input import InputStream
 from steadyloop.wsgi.pool import ThreadPool
@@ -218,3 +219,55 @@ def test_worker_pool_survives_a_raising_job() -> None:
     pool.shutdown()
     with pytest.raises(RuntimeError):
         pool.submit(done.set)
+
+
+def test_waker_resolves_many_waiters_with_one_loop_call() -> None:
+    """Responses finished by pool threads while the loop is busy share one wake-up."""
+    loop = asyncio.new_event_loop()
+    calls = [0]
+    plain = loop.call_soon_threadsafe
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return plain(*args, **kwargs)
+
+    loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+    waker = Waker(loop)
+    waiters = [loop.create_future() for _ in range(20)]
+    woken = threading.Barrier(21)
+
+    def wake(waiter: asyncio.Future[None]) -> None:
+        waker.wake(waiter)
+        woken.wait(5)
+
+    threads = [threading.Thread(target=wake, args=(w,)) for w in waiters]
+
+    def busy_loop() -> None:
+        # The loop is busy (in this callback) while every thread wakes its waiter.
+        for t in threads:
+            t.start()
+        woken.wait(5)
+
+    try:
+        loop.call_soon(busy_loop)
+        loop.run_until_complete(asyncio.wait_for(asyncio.gather(*waiters), 5))
+        assert calls[0] == 1
+        # And the next wake-up after the drain schedules a call again.
+        late = loop.create_future()
+        waker.wake(late)
+        loop.run_until_complete(asyncio.wait_for(late, 5))
+        assert calls[0] == 2
+    finally:
+        for t in threads:
+            t.join(5)
+        loop.close()
+
+
+def test_waker_on_a_closed_loop_raises() -> None:
+    loop = asyncio.new_event_loop()
+    waker = Waker(loop)
+    waiter = loop.create_future()
+    loop.close()
+    for _ in range(2):  # the failed schedule is not remembered as pending
+        with pytest.raises(RuntimeError):
+            waker.wake(waiter)
