@@ -22,7 +22,6 @@ statistics to the loop, shutdown stops the pool's threads.
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Any
 
 from steadyloop.asgi.types import Receive, Scope, Send
@@ -33,14 +32,21 @@ from steadyloop.wsgi.pool import ThreadPool
 from steadyloop.wsgi.runner import WSGIApp, run
 
 
-class _Label:
-    """Names a request in long-wait reports; formatted only if a report is written."""
+class _Request:
+    """One request for the pool: the job a thread runs, and its name in long-wait reports
+    (`method` and `path`, formatted only if a report is written)."""
 
-    __slots__ = ("method", "path")
+    __slots__ = ("bridge", "exchange", "method", "path", "scope")
 
-    def __init__(self, method: str, path: str) -> None:
-        self.method = method
-        self.path = path
+    def __init__(self, bridge: WSGIBridge, scope: Scope, exchange: Exchange) -> None:
+        self.bridge = bridge
+        self.scope = scope
+        self.exchange = exchange
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+
+    def __call__(self) -> None:
+        self.bridge._job(self.scope, self.exchange)
 
 
 class WSGIBridge:
@@ -78,9 +84,8 @@ class WSGIBridge:
         if loop is not self._loop or waker is None:
             waker = self._bind(loop)
         exchange = Exchange(loop, waker)
-        self.pool.submit(
-            functools.partial(self._job, scope, exchange), _Label(scope["method"], scope["path"])
-        )
+        request = _Request(self, scope, exchange)
+        self.pool.submit(request, request)
         try:
             await exchange.pump(receive, send)
         except BaseException:

@@ -271,3 +271,37 @@ def test_waker_on_a_closed_loop_raises() -> None:
     for _ in range(2):  # the failed schedule is not remembered as pending
         with pytest.raises(RuntimeError):
             waker.wake(waiter)
+
+
+def test_pool_grows_only_when_every_thread_is_taken() -> None:
+    stats = PoolStats("grow", 4, threshold=0)
+    pool = ThreadPool(4, stats, name="test-grow")
+    gate = threading.Event()
+    try:
+        for _ in range(5):  # one after another: the one thread serves them all
+            done = threading.Event()
+            pool.submit(done.set)
+            assert done.wait(5)
+            wait_until(lambda: stats.busy == 0, timeout=5)
+        assert pool.threads == 1
+        started = threading.Semaphore(0)
+
+        def hold() -> None:
+            started.release()
+            gate.wait(5)
+
+        for _ in range(3):  # three at once: three threads
+            pool.submit(hold)
+        for _ in range(3):
+            assert started.acquire(timeout=5)
+        assert pool.threads == 3 and stats.busy == 3
+        for _ in range(3):  # more than the pool holds: it stops at its size and they queue
+            pool.submit(hold)
+        assert pool.threads == 4
+        wait_until(lambda: stats.busy == 4 and stats.queued == 2, timeout=5)
+        gate.set()
+        wait_until(lambda: stats.completed == 11, timeout=5)
+        assert stats.busy == 0 and stats.queued == 0
+    finally:
+        gate.set()
+        pool.shutdown()
