@@ -122,6 +122,23 @@ def test_environ_from_scope() -> None:
     assert env["wsgi.input"].read() == b"body"
 
 
+def test_environs_share_no_state() -> None:
+    """The constant keys come from a base built once per address and scheme: an app that
+    changes its environ changes nothing for the next request."""
+    first = build_environ(_scope(), lambda: (b"", False))
+    first["wsgi.url_scheme"] = "changed"
+    first["SERVER_NAME"] = "changed"
+    first["EXTRA"] = "x"
+    second = build_environ(_scope(), lambda: (b"", False))
+    assert second["wsgi.url_scheme"] == "https" and second["SERVER_NAME"] == "10.0.0.1"
+    assert "EXTRA" not in second and second["wsgi.errors"] is not first["wsgi.errors"]
+    assert second["wsgi.input"] is not first["wsgi.input"]
+    plain = build_environ(_scope(scheme="http", http_version="1.0"), lambda: (b"", False))
+    assert plain["wsgi.url_scheme"] == "http" and "HTTPS" not in plain
+    assert plain["SERVER_PROTOCOL"] == "HTTP/1.0" and plain["wsgi.multiprocess"] is False
+    assert build_environ(_scope(), lambda: (b"", False), multiprocess=True)["wsgi.multiprocess"]
+
+
 def test_environ_on_a_unix_socket_uses_the_host_header() -> None:
     env = build_environ(_scope(server=("/tmp/s.sock", None), client=None), lambda: (b"", False))
     assert env["SERVER_NAME"] == "example.com" and env["SERVER_PORT"] == "8443"
