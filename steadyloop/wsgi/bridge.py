@@ -49,6 +49,48 @@ class _Request:
         self.bridge._job(self.scope, self.exchange)
 
 
+class _Direct:
+    """A request served without a task of its own (HTTP/1.1): when the thread's response is
+    whole at its first wake-up, the loop hands it to the cycle in one callback; otherwise
+    the request gets a task running the exchange's pump, as on the general path."""
+
+    __slots__ = ("bridge", "cycle", "exchange", "over")
+
+    def __init__(self, bridge: WSGIBridge, cycle: Any, exchange: Exchange) -> None:
+        self.bridge = bridge
+        self.cycle = cycle
+        self.exchange = exchange
+        self.over = False
+
+    def ready(self, waiter: asyncio.Future[None]) -> None:
+        """The thread's first wake-up; on the loop."""
+        if self.over:
+            return  # the client left first
+        self.over = True
+        cycle = self.cycle
+        cycle.on_gone = None
+        exchange = self.exchange
+        response = exchange.take_response()
+        if response is None:
+            cycle.conn.direct_to_task(cycle, self.bridge._pump(exchange, cycle.receive, cycle.send))
+            return
+        status, headers, body = response
+        try:
+            cycle.send({"type": "http.response.start", "status": status, "headers": headers})
+            cycle.send({"type": "http.response.body", "body": body, "more_body": False})
+        except Exception as exc:  # refused headers (500), a client that just left
+            cycle.conn.direct_done(cycle, exc)
+            return
+        cycle.conn.direct_done(cycle, None)
+
+    def gone(self) -> None:
+        """The client left (or the server gave up on it) before the response: on the loop."""
+        if not self.over:
+            self.over = True
+            self.exchange.abort()  # a queued job is skipped; a running one stops at its next post
+            self.cycle.conn.direct_done(self.cycle, None)
+
+
 class WSGIBridge:
     def __init__(
         self,
@@ -86,11 +128,30 @@ class WSGIBridge:
         exchange = Exchange(loop, waker)
         request = _Request(self, scope, exchange)
         self.pool.submit(request, request)
+        await self._pump(exchange, receive, send)
+
+    @staticmethod
+    async def _pump(exchange: Exchange, receive: Receive, send: Send) -> None:
         try:
             await exchange.pump(receive, send)
         except BaseException:
             exchange.abort()  # the thread's next post or read raises Aborted and it moves on
             raise
+
+    def serve_http1_direct(self, scope: Scope, cycle: Any) -> None:
+        """An HTTP/1.1 request without an asyncio.Task: the common small response is handed
+        to the cycle by one loop callback when the thread is done (see `_Direct`). `cycle` is
+        an Http1Cycle; its connection counts the request as a task until `direct_done`."""
+        loop = asyncio.get_running_loop()
+        waker = self._waker
+        if loop is not self._loop or waker is None:
+            waker = self._bind(loop)
+        exchange = Exchange(loop, waker)
+        direct = _Direct(self, cycle, exchange)
+        exchange.first_waiter().add_done_callback(direct.ready)
+        request = _Request(self, scope, exchange)
+        self.pool.submit(request, request)
+        cycle.on_gone = direct.gone
 
     def _job(self, scope: Scope, exchange: Exchange) -> None:
         if exchange.aborted:

@@ -208,6 +208,36 @@ class Exchange:
 
     # -- the loop ----------------------------------------------------------------------------
 
+    def first_waiter(self) -> asyncio.Future[None]:
+        """The future the thread's first wake-up resolves; before the job is submitted."""
+        waiter = self._waiter = self._loop.create_future()
+        return waiter
+
+    def take_response(self) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """(status, headers, body) when what the thread posted is a whole response that nothing
+        was taken from yet (a head, body, the end: a small response given at once), and the
+        exchange is over then; None when it is anything else (more to come, the request body
+        wanted, a file, an error): `pump` deals with those."""
+        with self._lock:
+            out = self._out
+            if self._want_body or len(out) < 2 or out[0][0] != START or out[-1][0] != END:
+                return None
+            blocks = []
+            for kind, payload in out[1:-1]:
+                if kind != BODY:
+                    return None
+                blocks.append(payload)
+            self.aborted = True  # complete: a later write() from the app raises Aborted
+            self._out = []
+        status, headers = out[0][1]
+        if not blocks:
+            body = b""
+        elif len(blocks) == 1:
+            body = blocks[0]
+        else:
+            body = b"".join(blocks)
+        return status, headers, body
+
     def abort(self) -> None:
         """The request is over for the loop (client gone, task cancelled, response complete):
         free the thread; its next post or read raises Aborted."""
