@@ -62,8 +62,11 @@ class _Direct:
         self.exchange = exchange
         self.over = False
 
-    def ready(self, waiter: asyncio.Future[None]) -> None:
-        """The thread's first wake-up; on the loop."""
+    def done(self) -> bool:  # a Wakeable, like a future: the loop's Waker calls these two
+        return self.over
+
+    def set_result(self, result: None, /) -> None:
+        """The thread's first wake-up: called by the Waker on the loop, no future between."""
         if self.over:
             return  # the client left first
         self.over = True
@@ -148,7 +151,7 @@ class WSGIBridge:
             waker = self._bind(loop)
         exchange = Exchange(loop, waker)
         direct = _Direct(self, cycle, exchange)
-        exchange.first_waiter().add_done_callback(direct.ready)
+        exchange.wait_first(direct)
         request = _Request(self, scope, exchange)
         self.pool.submit(request, request)
         cycle.on_gone = direct.gone

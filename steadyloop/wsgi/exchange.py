@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from steadyloop.asgi.types import Receive, Send
 
@@ -54,6 +54,14 @@ class Aborted(OSError):
     """The client went away or the server gave up on this request; raised in the app's thread."""
 
 
+class Wakeable(Protocol):
+    """What a thread wakes on the loop: a request task's future, or the bridge's direct
+    request (whose set_result delivers the response at once)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: None, /) -> None: ...
+
+
 class Waker:
     """Wakes request tasks on one loop from pool threads, many with one loop wake-up.
 
@@ -67,10 +75,10 @@ class Waker:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._lock = threading.Lock()
-        self._pending: list[asyncio.Future[None]] = []
+        self._pending: list[Wakeable] = []
         self._scheduled = False  # a call to _run is on its way to the loop
 
-    def wake(self, waiter: asyncio.Future[None]) -> None:
+    def wake(self, waiter: Wakeable) -> None:
         """Resolve `waiter` on the loop soon; any thread. RuntimeError: the loop is closed."""
         with self._lock:
             self._pending.append(waiter)
@@ -122,7 +130,7 @@ class Exchange:
         self._out: list[tuple[int, Any]] = []
         self._out_bytes = 0  # posted body bytes the loop has not handed to the connection yet
         self._unfinished = 0  # posted pieces the loop has not finished with
-        self._waiter: asyncio.Future[None] | None = None  # set while the loop task sleeps
+        self._waiter: Wakeable | None = None  # set while the loop task sleeps
         self._want_body = False
         self._body: bytes | None = None  # a chunk handed to the thread, not yet taken
         self._body_more = True
@@ -208,10 +216,9 @@ class Exchange:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def first_waiter(self) -> asyncio.Future[None]:
-        """The future the thread's first wake-up resolves; before the job is submitted."""
-        waiter = self._waiter = self._loop.create_future()
-        return waiter
+    def wait_first(self, waiter: Wakeable) -> None:
+        """What the thread's first wake-up resolves; set before the job is submitted."""
+        self._waiter = waiter
 
     def take_response(self) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         """(status, headers, body) when what the thread posted is a whole response that nothing
