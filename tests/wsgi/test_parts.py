@@ -18,6 +18,7 @@ from steadyloop.wsgi.exchange import Waker
 from steadyloop.wsgi.filewrapper import FileWrapper
 from steadyloop.wsgi.input import InputStream
 from steadyloop.wsgi.pool import ThreadPool
+from steadyloop.wsgi.runner import AppError, _encode_headers
 
 
 def stream_of(*chunks: bytes) -> tuple[InputStream, list[int]]:
@@ -322,3 +323,17 @@ def test_pool_grows_only_when_every_thread_is_taken() -> None:
     finally:
         gate.set()
         pool.shutdown()
+
+
+def test_response_headers_encoded_the_same_from_the_cache() -> None:
+    headers = [("Content-Type", "text/plain"), ("Content-Length", "13"), ("X-A", "é")]
+    first = _encode_headers(list(headers))
+    second = _encode_headers(list(headers))  # now from the cache
+    expected = [(b"content-type", b"text/plain"), (b"content-length", b"13"), (b"x-a", b"\xe9")]
+    assert first == second == (expected, 13)
+    for bad in (("X-B", "€"), ("X-C", ["list"]), ("X-D", "v", "extra"), ("X-E", 1), ["X-F"]):
+        for _ in range(2):  # refused every time, never remembered
+            with pytest.raises(AppError):
+                _encode_headers([bad])  # type: ignore[list-item]
+    # A pair given as a list is not cached, and still accepted as it always was.
+    assert _encode_headers([["X-G", "v"]]) == ([(b"x-g", b"v")], None)  # type: ignore[list-item]
