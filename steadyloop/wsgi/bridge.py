@@ -9,6 +9,12 @@ paths as for ASGI apps. Per request:
     loop:    http scope -> submit a job to the pool -> Exchange.pump: send / receive
     thread:  build_environ -> app(environ, start_response) -> iterate -> close()
 
+Over HTTP/1.1 the connection skips the task when it can (`serve_http1_direct`):
+a response the thread finishes whole (head, body, end: most of them) is handed
+to the request's cycle in the loop callback that the thread's wake-up runs,
+with no asyncio.Task; anything else (a streamed body, wsgi.input, a file, an
+error) gets a task running Exchange.pump from that point, as above.
+
 The pool is the bridge's own (`steadyloop.wsgi.pool`, daemon threads, sized
 by `--threads`), not the loop's default executor: the connection sends
 wsgi.file_wrapper files with sendfile on the default executor while the WSGI
