@@ -138,21 +138,25 @@ class PoolStats:
     # -- a task's life ------------------------------------------------------------------
 
     def enqueue(self, label: object = None) -> Ticket:
+        return self.enqueue_counted(label)[0]
+
+    def enqueue_counted(self, label: object = None) -> tuple[Ticket, int]:
+        """`enqueue`, and how many tasks are running or queued now, this one included: a pool
+        with fewer threads than that has none idle for this task."""
         ticket = Ticket(label, time.monotonic())
         with self._lock:
             self.submitted += 1
-            self._waiting[ticket] = None
+            waiting = self._waiting
+            waiting[ticket] = None
+            demand = self.busy + len(waiting)
             arm = (
-                self.threshold > 0
-                and not self._check_armed
-                and self._loop is not None
-                and self.busy + len(self._waiting) > self.size
+                demand > self.size and self.threshold > 0 and not self._check_armed and self._loop is not None
             )
             if arm:
                 self._check_armed = True
         if arm:
             self._arm()
-        return ticket
+        return ticket, demand
 
     def start(self, ticket: Ticket) -> float:
         """The task got a thread; returns how long it waited."""

@@ -60,6 +60,13 @@ class ServerState:
         self.refresh_head_extra()
         # No task factory installed on the loop: request tasks can be built directly.
         self.plain_tasks = self.loop.get_task_factory() is None
+        # An app that can serve an HTTP/1.1 request without a task of its own (the WSGI
+        # bridge): `serve_http1_direct(scope, cycle)`, see Http1Connection.direct_to_task.
+        # Only with no task factory: one installed on the loop expects to see every request.
+        direct = getattr(type(self.app), "serve_http1_direct", None) if self.plain_tasks else None
+        self.direct_http1: Callable[[Any, Any], None] | None = (
+            self.app.serve_http1_direct if direct is not None else None  # type: ignore[attr-defined]
+        )
         self.proxies = TrustedProxies(config.forwarded_allow_ips)
 
     def refresh_head_extra(self) -> None:

@@ -9,6 +9,12 @@ paths as for ASGI apps. Per request:
     loop:    http scope -> submit a job to the pool -> Exchange.pump: send / receive
     thread:  build_environ -> app(environ, start_response) -> iterate -> close()
 
+Over HTTP/1.1 the connection skips the task when it can (`serve_http1_direct`):
+a response the thread finishes whole (head, body, end: most of them) is handed
+to the request's cycle in the loop callback that the thread's wake-up runs,
+with no asyncio.Task; anything else (a streamed body, wsgi.input, a file, an
+error) gets a task running Exchange.pump from that point, as above.
+
 The pool is the bridge's own (`steadyloop.wsgi.pool`, daemon threads, sized
 by `--threads`), not the loop's default executor: the connection sends
 wsgi.file_wrapper files with sendfile on the default executor while the WSGI
@@ -22,25 +28,76 @@ statistics to the loop, shutdown stops the pool's threads.
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Any
 
 from steadyloop.asgi.types import Receive, Scope, Send
 from steadyloop.observe.threadpool import PoolStats, register
 from steadyloop.wsgi.environ import build_environ
-from steadyloop.wsgi.exchange import Exchange
+from steadyloop.wsgi.exchange import Exchange, Waker
 from steadyloop.wsgi.pool import ThreadPool
 from steadyloop.wsgi.runner import WSGIApp, run
 
 
-class _Label:
-    """Names a request in long-wait reports; formatted only if a report is written."""
+class _Request:
+    """One request for the pool: the job a thread runs, and its name in long-wait reports
+    (`method` and `path`, formatted only if a report is written)."""
 
-    __slots__ = ("method", "path")
+    __slots__ = ("bridge", "exchange", "method", "path", "scope")
 
-    def __init__(self, method: str, path: str) -> None:
-        self.method = method
-        self.path = path
+    def __init__(self, bridge: WSGIBridge, scope: Scope, exchange: Exchange) -> None:
+        self.bridge = bridge
+        self.scope = scope
+        self.exchange = exchange
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+
+    def __call__(self) -> None:
+        self.bridge._job(self.scope, self.exchange)
+
+
+class _Direct:
+    """A request served without a task of its own (HTTP/1.1): when the thread's response is
+    whole at its first wake-up, the loop hands it to the cycle in one callback; otherwise
+    the request gets a task running the exchange's pump, as on the general path."""
+
+    __slots__ = ("bridge", "cycle", "exchange", "over")
+
+    def __init__(self, bridge: WSGIBridge, cycle: Any, exchange: Exchange) -> None:
+        self.bridge = bridge
+        self.cycle = cycle
+        self.exchange = exchange
+        self.over = False
+
+    def done(self) -> bool:  # a Wakeable, like a future: the loop's Waker calls these two
+        return self.over
+
+    def set_result(self, result: None, /) -> None:
+        """The thread's first wake-up: called by the Waker on the loop, no future between."""
+        if self.over:
+            return  # the client left first
+        self.over = True
+        cycle = self.cycle
+        cycle.on_gone = None
+        exchange = self.exchange
+        response = exchange.take_response()
+        if response is None:
+            cycle.conn.direct_to_task(cycle, self.bridge._pump(exchange, cycle.receive, cycle.send))
+            return
+        status, headers, body = response
+        try:
+            cycle.send({"type": "http.response.start", "status": status, "headers": headers})
+            cycle.send({"type": "http.response.body", "body": body, "more_body": False})
+        except Exception as exc:  # refused headers (500), a client that just left
+            cycle.conn.direct_done(cycle, exc)
+            return
+        cycle.conn.direct_done(cycle, None)
+
+    def gone(self) -> None:
+        """The client left (or the server gave up on it) before the response: on the loop."""
+        if not self.over:
+            self.over = True
+            self.exchange.abort()  # a queued job is skipped; a running one stops at its next post
+            self.cycle.conn.direct_done(self.cycle, None)
 
 
 class WSGIBridge:
@@ -57,6 +114,7 @@ class WSGIBridge:
         self.stats = register(PoolStats("wsgi", threads, block_threshold))
         self.pool = ThreadPool(threads, self.stats)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._waker: Waker | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -73,17 +131,36 @@ class WSGIBridge:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._bind(loop)
-        exchange = Exchange(loop)
-        self.pool.submit(
-            functools.partial(self._job, scope, exchange), _Label(scope["method"], scope["path"])
-        )
+        waker = self._waker
+        if loop is not self._loop or waker is None:
+            waker = self._bind(loop)
+        exchange = Exchange(loop, waker)
+        request = _Request(self, scope, exchange)
+        self.pool.submit(request, request)
+        await self._pump(exchange, receive, send)
+
+    @staticmethod
+    async def _pump(exchange: Exchange, receive: Receive, send: Send) -> None:
         try:
             await exchange.pump(receive, send)
         except BaseException:
             exchange.abort()  # the thread's next post or read raises Aborted and it moves on
             raise
+
+    def serve_http1_direct(self, scope: Scope, cycle: Any) -> None:
+        """An HTTP/1.1 request without an asyncio.Task: the common small response is handed
+        to the cycle by one loop callback when the thread is done (see `_Direct`). `cycle` is
+        an Http1Cycle; its connection counts the request as a task until `direct_done`."""
+        loop = asyncio.get_running_loop()
+        waker = self._waker
+        if loop is not self._loop or waker is None:
+            waker = self._bind(loop)
+        exchange = Exchange(loop, waker)
+        direct = _Direct(self, cycle, exchange)
+        exchange.wait_first(direct)
+        request = _Request(self, scope, exchange)
+        self.pool.submit(request, request)
+        cycle.on_gone = direct.gone
 
     def _job(self, scope: Scope, exchange: Exchange) -> None:
         if exchange.aborted:
@@ -95,9 +172,11 @@ class WSGIBridge:
             return
         run(self.app, environ, exchange)
 
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> Waker:
         self._loop = loop
+        waker = self._waker = Waker(loop)
         self.stats.bind(loop)
+        return waker
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

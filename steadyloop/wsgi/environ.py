@@ -49,6 +49,35 @@ def _native(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8").decode("latin-1")
 
 
+# The keys that are the same for every request to one address over one scheme, built once
+# and copied per request. Bounded like _KEYS: listening addresses and schemes are few.
+_BASES: dict[tuple[Any, str, bool], dict[str, Any]] = {}
+_BASES_LIMIT = 64
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2"}
+
+
+def _base(server: Any, scheme: str, multiprocess: bool) -> dict[str, Any]:
+    key = (server, scheme, multiprocess)
+    base = _BASES.get(key)
+    if base is None:
+        base = {
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scheme,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+        }
+        if scheme == "https":
+            base["HTTPS"] = "on"
+        if server and server[1] is not None:
+            base["SERVER_NAME"], base["SERVER_PORT"] = server[0], str(server[1])
+        if len(_BASES) < _BASES_LIMIT:
+            _BASES[key] = base
+    return base
+
+
 def build_environ(
     scope: Mapping[str, Any],
     read_chunk: Callable[[], tuple[bytes, bool]],
@@ -60,23 +89,16 @@ def build_environ(
     if root_path and path.startswith(root_path):
         path = path[len(root_path) :]  # ASGI's path includes root_path; WSGI splits them
     scheme: str = scope.get("scheme", "http")
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": scope["method"],
-        "SCRIPT_NAME": _native(root_path),
-        "PATH_INFO": _native(path),
-        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
-        "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scheme,
-        "wsgi.errors": ErrorStream(),
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": multiprocess,
-        "wsgi.run_once": False,
-        "wsgi.file_wrapper": FileWrapper,
-        "wsgi.input_terminated": True,
-    }
-    if scheme == "https":
-        environ["HTTPS"] = "on"
+    server = scope.get("server")
+    environ = _base(server, scheme, multiprocess).copy()
+    environ["REQUEST_METHOD"] = scope["method"]
+    environ["SCRIPT_NAME"] = _native(root_path) if root_path else ""
+    environ["PATH_INFO"] = _native(path)
+    query: bytes = scope.get("query_string", b"")
+    environ["QUERY_STRING"] = query.decode("latin-1") if query else ""
+    version: str = scope.get("http_version", "1.1")
+    environ["SERVER_PROTOCOL"] = _PROTOCOLS.get(version) or "HTTP/" + version
+    environ["wsgi.errors"] = ErrorStream()
     has_body = False
     for name, value in scope["headers"]:
         key = _key(name)
@@ -92,10 +114,8 @@ def build_environ(
         environ[key] = text
     environ["wsgi.input"] = InputStream(read_chunk, has_body)
 
-    server = scope.get("server")
-    if server and server[1] is not None:
-        environ["SERVER_NAME"], environ["SERVER_PORT"] = server[0], str(server[1])
-    else:  # a Unix socket: the best name we have is the one the client used
+    if not server or server[1] is None:
+        # A Unix socket (or no server address): the best name we have is the one the client used.
         host = environ.get("HTTP_HOST", "localhost")
         name, colon, port = host.rpartition(":") if host.rfind(":") > host.rfind("]") else ("", "", "")
         environ["SERVER_NAME"] = name if colon else host

@@ -17,18 +17,25 @@ Flow control, both ways:
   (`wsgi.input`), and the loop calls `receive()` only then; the connection
   stops reading from the socket while unread body piles up.
 
-The thread wakes the loop with `call_soon_threadsafe` only when the loop task
-is idle and there is something it can act on; a START alone waits for the body
-that follows it, so a small response costs one wake-up and goes out with a
-Content-Length. The lock is held only for list and counter updates.
+The thread wakes the loop task only when it is idle and there is something it
+can act on; a START alone waits for the body that follows it, so a small
+response costs one wake-up and goes out with a Content-Length. Wake-ups go
+through the loop's `Waker`: responses finished by several pool threads while
+the loop is busy cost one `call_soon_threadsafe` (and one write to the loop's
+wake-up descriptor) between them, not one each.
+
+The lock is a plain `threading.Lock`, held only for list and counter updates.
+A thread that has to wait (flow control, request body, a file being sent)
+makes the exchange's `Condition` on that same lock the first time; most
+requests never wait, and never pay for one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
 
 from steadyloop.asgi.types import Receive, Send
 
@@ -47,9 +54,52 @@ class Aborted(OSError):
     """The client went away or the server gave up on this request; raised in the app's thread."""
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+class Wakeable(Protocol):
+    """What a thread wakes on the loop: a request task's future, or the bridge's direct
+    request (whose set_result delivers the response at once)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: None, /) -> None: ...
+
+
+class Waker:
+    """Wakes request tasks on one loop from pool threads, many with one loop wake-up.
+
+    `call_soon_threadsafe` builds a handle and writes to the loop's wake-up
+    descriptor each time; under load many responses finish while the loop is
+    busy, and one call then resolves all of their waiters.
+    """
+
+    __slots__ = ("_lock", "_loop", "_pending", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[Wakeable] = []
+        self._scheduled = False  # a call to _run is on its way to the loop
+
+    def wake(self, waiter: Wakeable) -> None:
+        """Resolve `waiter` on the loop soon; any thread. RuntimeError: the loop is closed."""
+        with self._lock:
+            self._pending.append(waiter)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._run)
+        except RuntimeError:
+            with self._lock:
+                self._scheduled = False
+            raise
+
+    def _run(self) -> None:
+        with self._lock:
+            pending = self._pending
+            self._pending = []
+            self._scheduled = False
+        for waiter in pending:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class Exchange:
@@ -57,24 +107,30 @@ class Exchange:
         "_body",
         "_body_more",
         "_cond",
+        "_lock",
         "_loop",
         "_out",
         "_out_bytes",
         "_unfinished",
         "_waiter",
+        "_waker",
         "_want_body",
         "aborted",
         "high",
         "low",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, high: int = HIGH_WATER, low: int = LOW_WATER) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, waker: Waker, high: int = HIGH_WATER, low: int = LOW_WATER
+    ) -> None:
         self._loop = loop
-        self._cond = threading.Condition(threading.Lock())
+        self._waker = waker
+        self._lock = threading.Lock()
+        self._cond: threading.Condition | None = None  # made by the first thread that waits
         self._out: list[tuple[int, Any]] = []
         self._out_bytes = 0  # posted body bytes the loop has not handed to the connection yet
         self._unfinished = 0  # posted pieces the loop has not finished with
-        self._waiter: asyncio.Future[None] | None = None  # set while the loop task sleeps
+        self._waiter: Wakeable | None = None  # set while the loop task sleeps
         self._want_body = False
         self._body: bytes | None = None  # a chunk handed to the thread, not yet taken
         self._body_more = True
@@ -91,31 +147,40 @@ class Exchange:
     def post_all(self, pieces: Sequence[tuple[int, Any]], size: int, *, wake: bool = True) -> None:
         """Queue pieces in order (one, or a response the app gave as a list); waits while
         too much is queued. Raises Aborted."""
-        with self._cond:
+        with self._lock:
             if self.aborted:
                 raise Aborted("client disconnected")
             self._out.extend(pieces)
             self._unfinished += len(pieces)
             self._out_bytes += size
-            if wake:
+            if wake and self._waiter is not None:
                 self._wake_locked()
             if self._out_bytes > self.high:
-                self._wait_locked(lambda: self._out_bytes <= self.low)
+                self._wait_locked(self._drained)
+
+    def _drained(self) -> bool:
+        return self._out_bytes <= self.low
+
+    def _all_finished(self) -> bool:
+        return self._unfinished == 0
+
+    def _body_ready(self) -> bool:
+        return self._body is not None
 
     def flush(self) -> None:
         """Wait until the loop has finished with everything posted (a file: sent)."""
-        with self._cond:
-            self._wait_locked(lambda: self._unfinished == 0)
+        with self._lock:
+            self._wait_locked(self._all_finished)
 
     def read(self) -> tuple[bytes, bool]:
         """The next chunk of request body, and whether more may follow. Raises Aborted."""
-        with self._cond:
+        with self._lock:
             if self._body is None:
                 if not self._body_more:
                     return b"", False
                 self._want_body = True
                 self._wake_locked()
-                self._wait_locked(lambda: self._body is not None)
+                self._wait_locked(self._body_ready)
             body = self._body
             assert body is not None
             self._body = None
@@ -123,7 +188,7 @@ class Exchange:
 
     def fail(self, exc: BaseException) -> None:
         """Hand the app's exception to the loop task (it raises it there)."""
-        with self._cond:
+        with self._lock:
             if self.aborted:
                 return
             self._out.append((ERROR, exc))
@@ -135,12 +200,14 @@ class Exchange:
         if waiter is not None:
             self._waiter = None
             try:
-                self._loop.call_soon_threadsafe(_resolve, waiter)
+                self._waker.wake(waiter)
             except RuntimeError:  # the loop is closed: nobody will ever take this
                 self.aborted = True
 
-    def _wait_locked(self, ready: Any) -> None:
+    def _wait_locked(self, ready: Callable[[], bool]) -> None:
         cond = self._cond
+        if cond is None:
+            cond = self._cond = threading.Condition(self._lock)
         while not ready():
             if self.aborted:
                 raise Aborted("client disconnected")
@@ -149,25 +216,55 @@ class Exchange:
 
     # -- the loop ----------------------------------------------------------------------------
 
+    def wait_first(self, waiter: Wakeable) -> None:
+        """What the thread's first wake-up resolves; set before the job is submitted."""
+        self._waiter = waiter
+
+    def take_response(self) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """(status, headers, body) when what the thread posted is a whole response that nothing
+        was taken from yet (a head, body, the end: a small response given at once), and the
+        exchange is over then; None when it is anything else (more to come, the request body
+        wanted, a file, an error): `pump` deals with those."""
+        with self._lock:
+            out = self._out
+            if self._want_body or len(out) < 2 or out[0][0] != START or out[-1][0] != END:
+                return None
+            blocks = []
+            for kind, payload in out[1:-1]:
+                if kind != BODY:
+                    return None
+                blocks.append(payload)
+            self.aborted = True  # complete: a later write() from the app raises Aborted
+            self._out = []
+        status, headers = out[0][1]
+        if not blocks:
+            body = b""
+        elif len(blocks) == 1:
+            body = blocks[0]
+        else:
+            body = b"".join(blocks)
+        return status, headers, body
+
     def abort(self) -> None:
-        """The request is over for the loop (client gone, task cancelled): free the thread."""
-        with self._cond:
+        """The request is over for the loop (client gone, task cancelled, response complete):
+        free the thread; its next post or read raises Aborted."""
+        with self._lock:
             self.aborted = True
             self._out.clear()
-            self._cond.notify_all()
+            if self._cond is not None:
+                self._cond.notify_all()
 
     async def pump(self, receive: Receive, send: Send) -> None:
         """Run the response from the thread's pieces until it is complete; on the loop."""
-        cond = self._cond
-        loop = self._loop
+        lock = self._lock
         while True:
-            with cond:
+            with lock:
                 pieces = self._out
                 want_body = self._want_body
                 if pieces:
                     self._out = []
                 elif not want_body:
-                    waiter = self._waiter = loop.create_future()
+                    waiter = self._waiter = self._loop.create_future()
             if pieces:
                 if await self._deliver(pieces, send):
                     # The response is complete: a write() from the app after this (say, from
@@ -182,16 +279,19 @@ class Exchange:
                 if message["type"] != "http.request":  # http.disconnect
                     self.abort()
                     return
-                with cond:
+                with lock:
                     self._want_body = False
                     self._body = message.get("body", b"")
                     self._body_more = message.get("more_body", False)
-                    cond.notify_all()
+                    if self._cond is not None:
+                        self._cond.notify_all()
 
     async def _deliver(self, pieces: list[tuple[int, Any]], send: Send) -> bool:
-        """Send the pieces in order; True once the response is complete."""
+        """Send the pieces in order; True once the response is complete (the caller aborts
+        the exchange then, which frees a waiting thread: no counting needed for that)."""
         i = 0
         n = len(pieces)
+        settled = 0  # pieces sent whose count the thread has not been told about yet
         while i < n:
             kind, payload = pieces[i]
             i += 1
@@ -208,33 +308,34 @@ class Exchange:
                     count = len(parts)
                 else:
                     count = 1
-                done = i < n and pieces[i][0] == END
-                if done:
-                    i += 1
-                    count += 1
-                await send({"type": "http.response.body", "body": body, "more_body": not done})
-                self._finished(count, len(body))
-                if done:
+                if i < n and pieces[i][0] == END:
+                    await send({"type": "http.response.body", "body": body, "more_body": False})
                     return True
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                self._finished(settled + count, len(body))
+                settled = 0
             elif kind == START:
+                # Told to the thread with what follows: a head alone frees no thread.
                 status, headers = payload
                 await send({"type": "http.response.start", "status": status, "headers": headers})
-                self._finished(1, 0)
+                settled += 1
             elif kind == END:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-                self._finished(1, 0)
                 return True
             elif kind == FILE:
                 await send({"type": "http.response.pathsend", "path": payload})
-                self._finished(1, 0)
+                self._finished(settled + 1, 0)  # the file is sent: a thread in flush() may go on
                 return True
             else:  # ERROR
-                self._finished(1, 0)
+                self._finished(settled + 1, 0)
                 raise payload
+        if settled:
+            self._finished(settled, 0)
         return False
 
     def _finished(self, count: int, size: int) -> None:
-        with self._cond:
+        with self._lock:
             self._unfinished -= count
             self._out_bytes -= size
-            self._cond.notify_all()
+            if self._cond is not None:
+                self._cond.notify_all()

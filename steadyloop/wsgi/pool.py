@@ -33,9 +33,6 @@ class ThreadPool:
         self.stats = stats
         self._name = name
         self._queue: queue.SimpleQueue[tuple[Ticket, Job] | None] = queue.SimpleQueue()
-        # Released by a thread each time it finishes a job: a job submitted while this is
-        # positive will be picked up by an idle thread, so no new thread is needed.
-        self._idle = threading.Semaphore(0)
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -44,9 +41,11 @@ class ThreadPool:
         """Queue `job`; `label` (the request) names it in long-wait reports. Never blocks."""
         if self._closed:
             raise RuntimeError("the WSGI thread pool is shut down")
-        ticket = self.stats.enqueue(label)
+        # The stats count the pool's running and queued jobs under their lock: a thread is
+        # idle (or on its way back to the queue) unless there are at least as many jobs.
+        ticket, demand = self.stats.enqueue_counted(label)
         self._queue.put((ticket, job))
-        if not self._idle.acquire(blocking=False):
+        if demand > len(self._threads):
             self._grow()
 
     def _grow(self) -> None:
@@ -75,7 +74,6 @@ class ThreadPool:
             finally:
                 stats.finish()
             del item, job  # drop the request before waiting for the next one
-            self._idle.release()
 
     def shutdown(self) -> None:
         """Stop the threads once queued jobs are done; returns at once (threads are daemons)."""

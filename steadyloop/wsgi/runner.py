@@ -175,6 +175,12 @@ def _status_code(status: str) -> int:
     return int(code)
 
 
+# (name, value) as the app gave it -> the encoded pair. Apps send the same few headers over
+# and over (Content-Type: text/html); bounded, so unique values (cookies) stop filling it.
+_ENCODED: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+_ENCODED_LIMIT = 1024
+
+
 def _encode_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[bytes, bytes]], int | None]:
     if type(headers) is not list:
         raise AppError(f"WSGI response headers must be a list, not {type(headers).__name__}")
@@ -182,16 +188,28 @@ def _encode_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[bytes, b
     content_length: int | None = None
     for item in headers:
         try:
-            name, value = item
-            raw_name = name.lower().encode("latin-1")
-            raw_value = value.encode("latin-1")
-        except (TypeError, ValueError, AttributeError):
-            # UnicodeEncodeError is a ValueError: "header values ... must be ... latin-1"
-            raise AppError(f"invalid WSGI response header {item!r}") from None
+            pair = _ENCODED.get(item) if type(item) is tuple else None
+        except TypeError:  # an unhashable part: not a valid header either
+            pair = None
+        if pair is None:
+            pair = _encode_header(item)
+        raw_name, raw_value = pair
         if raw_name == b"content-length" and raw_value.isdigit():
             content_length = int(raw_value)  # an invalid one is refused by the connection
-        encoded.append((raw_name, raw_value))
+        encoded.append(pair)
     return encoded, content_length
+
+
+def _encode_header(item: Any) -> tuple[bytes, bytes]:
+    try:
+        name, value = item
+        pair = (name.lower().encode("latin-1"), value.encode("latin-1"))
+    except (TypeError, ValueError, AttributeError):
+        # UnicodeEncodeError is a ValueError: "header values ... must be ... latin-1"
+        raise AppError(f"invalid WSGI response header {item!r}") from None
+    if type(item) is tuple and type(name) is str and type(value) is str and len(_ENCODED) < _ENCODED_LIMIT:
+        _ENCODED[item] = pair
+    return pair
 
 
 def _as_bytes(data: Any) -> bytes:

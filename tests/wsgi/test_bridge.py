@@ -19,6 +19,7 @@ from conftest import RunningServer, running_server, wait_until
 from rawhttp import RawClient
 from wsgi.support import Records
 
+from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.wsgi.bridge import WSGIBridge
 
 
@@ -346,3 +347,79 @@ def assert_worker_alive(server: RunningServer) -> None:
         while chunk := sock.recv(65536):
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"hello")
+
+
+def test_many_responses_finishing_at_once_each_reach_their_own_client() -> None:
+    """Pool threads finishing together share loop wake-ups; every response still goes to
+    the connection that asked for it, whole and in order."""
+    count = 16
+    with running_server(wsgi_raw.app, threads=count) as running:
+        names = [f"together{i}" for i in range(count)]
+        clients = [RawClient.connect(running.port) for _ in names]
+        try:
+            for c, name in zip(clients, names, strict=True):
+                c.send(f"GET /block?id={name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            wait_until(lambda: all(event(STARTED, n).is_set() for n in names), timeout=5)
+            for name in names:
+                event(GATES, name).set()
+            for c, name in zip(clients, names, strict=True):
+                response = c.response()
+                assert response.status == 200
+                assert response.body == f"released {name}".encode()
+            # The connections stay usable: a second round on each, pipelined.
+            for c in clients:
+                c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            for c in clients:
+                assert [c.response().body for _ in range(2)] == [b"hello", b"hello"]
+        finally:
+            for name in names:
+                event(GATES, name).set()
+            for c in clients:
+                c.close()
+
+
+def test_small_responses_are_served_without_a_task() -> None:
+    """HTTP/1.1 requests go through the bridge's direct path: counted as a request in
+    flight (concurrency limit, shutdown), with no asyncio task of their own."""
+    with running_server(wsgi_raw.app, threads=2) as running, RawClient.connect(running.port) as c:
+        state = running.server.state
+        assert state is not None and state.direct_http1 is not None
+        c.send(b"GET /block?id=direct1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(event(STARTED, "direct1").is_set, timeout=5)
+        assert state.tasks == 1
+        assert not [cycle for cycle in list(INFLIGHT.values()) if cycle.path == "/block"]
+        event(GATES, "direct1").set()
+        response = c.response()
+        assert response.status == 200 and response.body == b"released direct1"
+        wait_until(lambda: state.tasks == 0, timeout=5)
+        # A response that is not whole at once still works: it gets a task then.
+        c.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.response().status == 200
+        wait_until(lambda: state.tasks == 0, timeout=5)
+
+
+def test_a_client_leaving_a_direct_request_frees_it() -> None:
+    """The client leaves while the app runs: the request stops counting at once, and a job
+    still queued for a thread never runs the app."""
+    with running_server(wsgi_raw.app, threads=1) as running:
+        state = running.server.state
+        assert state is not None
+        holder = RawClient.connect(running.port)
+        leaver = RawClient.connect(running.port)
+        try:
+            holder.send(b"GET /block?id=holder1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            wait_until(event(STARTED, "holder1").is_set, timeout=5)
+            leaver.send(b"GET /block?id=leaver1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            wait_until(lambda: state.tasks == 2, timeout=5)
+            leaver.close()
+            wait_until(lambda: state.tasks == 1, timeout=5)
+            event(GATES, "holder1").set()
+            assert holder.response().body == b"released holder1"
+            # One thread, jobs in order: this one runs after the abandoned job's turn.
+            assert holder.request(b"GET", b"/").body == b"hello"
+            assert not event(STARTED, "leaver1").is_set()
+            wait_until(lambda: state.tasks == 0, timeout=5)
+        finally:
+            event(GATES, "holder1").set()
+            event(GATES, "leaver1").set()
+            holder.close()

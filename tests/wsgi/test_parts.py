@@ -14,9 +14,11 @@ from wsgi.support import Records
 
 from steadyloop.observe.threadpool import PoolStats
 from steadyloop.wsgi.environ import build_environ
+from steadyloop.wsgi.exchange import Waker
 from steadyloop.wsgi.filewrapper import FileWrapper
 from steadyloop.wsgi.input import InputStream
 from steadyloop.wsgi.pool import ThreadPool
+from steadyloop.wsgi.runner import AppError, _encode_headers
 
 
 def stream_of(*chunks: bytes) -> tuple[InputStream, list[int]]:
@@ -121,6 +123,23 @@ def test_environ_from_scope() -> None:
     assert env["wsgi.input"].read() == b"body"
 
 
+def test_environs_share_no_state() -> None:
+    """The constant keys come from a base built once per address and scheme: an app that
+    changes its environ changes nothing for the next request."""
+    first = build_environ(_scope(), lambda: (b"", False))
+    first["wsgi.url_scheme"] = "changed"
+    first["SERVER_NAME"] = "changed"
+    first["EXTRA"] = "x"
+    second = build_environ(_scope(), lambda: (b"", False))
+    assert second["wsgi.url_scheme"] == "https" and second["SERVER_NAME"] == "10.0.0.1"
+    assert "EXTRA" not in second and second["wsgi.errors"] is not first["wsgi.errors"]
+    assert second["wsgi.input"] is not first["wsgi.input"]
+    plain = build_environ(_scope(scheme="http", http_version="1.0"), lambda: (b"", False))
+    assert plain["wsgi.url_scheme"] == "http" and "HTTPS" not in plain
+    assert plain["SERVER_PROTOCOL"] == "HTTP/1.0" and plain["wsgi.multiprocess"] is False
+    assert build_environ(_scope(), lambda: (b"", False), multiprocess=True)["wsgi.multiprocess"]
+
+
 def test_environ_on_a_unix_socket_uses_the_host_header() -> None:
     env = build_environ(_scope(server=("/tmp/s.sock", None), client=None), lambda: (b"", False))
     assert env["SERVER_NAME"] == "example.com" and env["SERVER_PORT"] == "8443"
@@ -218,3 +237,103 @@ def test_worker_pool_survives_a_raising_job() -> None:
     pool.shutdown()
     with pytest.raises(RuntimeError):
         pool.submit(done.set)
+
+
+def test_waker_resolves_many_waiters_with_one_loop_call() -> None:
+    """Responses finished by pool threads while the loop is busy share one wake-up."""
+    loop = asyncio.new_event_loop()
+    calls = [0]
+    plain = loop.call_soon_threadsafe
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return plain(*args, **kwargs)
+
+    loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+    waker = Waker(loop)
+    waiters = [loop.create_future() for _ in range(20)]
+    woken = threading.Barrier(21)
+
+    def wake(waiter: asyncio.Future[None]) -> None:
+        waker.wake(waiter)
+        woken.wait(5)
+
+    threads = [threading.Thread(target=wake, args=(w,)) for w in waiters]
+
+    def busy_loop() -> None:
+        # The loop is busy (in this callback) while every thread wakes its waiter.
+        for t in threads:
+            t.start()
+        woken.wait(5)
+
+    try:
+        loop.call_soon(busy_loop)
+        loop.run_until_complete(asyncio.wait_for(asyncio.gather(*waiters), 5))
+        assert calls[0] == 1
+        # And the next wake-up after the drain schedules a call again.
+        late = loop.create_future()
+        waker.wake(late)
+        loop.run_until_complete(asyncio.wait_for(late, 5))
+        assert calls[0] == 2
+    finally:
+        for t in threads:
+            t.join(5)
+        loop.close()
+
+
+def test_waker_on_a_closed_loop_raises() -> None:
+    loop = asyncio.new_event_loop()
+    waker = Waker(loop)
+    waiter = loop.create_future()
+    loop.close()
+    for _ in range(2):  # the failed schedule is not remembered as pending
+        with pytest.raises(RuntimeError):
+            waker.wake(waiter)
+
+
+def test_pool_grows_only_when_every_thread_is_taken() -> None:
+    stats = PoolStats("grow", 4, threshold=0)
+    pool = ThreadPool(4, stats, name="test-grow")
+    gate = threading.Event()
+    try:
+        for _ in range(5):  # one after another: the one thread serves them all
+            done = threading.Event()
+            pool.submit(done.set)
+            assert done.wait(5)
+            wait_until(lambda: stats.busy == 0, timeout=5)
+        assert pool.threads == 1
+        started = threading.Semaphore(0)
+
+        def hold() -> None:
+            started.release()
+            gate.wait(5)
+
+        for _ in range(3):  # three at once: three threads
+            pool.submit(hold)
+        for _ in range(3):
+            assert started.acquire(timeout=5)
+        assert pool.threads == 3 and stats.busy == 3
+        for _ in range(3):  # more than the pool holds: it stops at its size and they queue
+            pool.submit(hold)
+        assert pool.threads == 4
+        wait_until(lambda: stats.busy == 4 and stats.queued == 2, timeout=5)
+        gate.set()
+        wait_until(lambda: stats.completed == 11, timeout=5)
+        assert stats.busy == 0 and stats.queued == 0
+    finally:
+        gate.set()
+        pool.shutdown()
+
+
+def test_response_headers_encoded_the_same_from_the_cache() -> None:
+    headers = [("Content-Type", "text/plain"), ("Content-Length", "13"), ("X-A", "é")]
+    first = _encode_headers(list(headers))
+    second = _encode_headers(list(headers))  # now from the cache
+    expected = [(b"content-type", b"text/plain"), (b"content-length", b"13"), (b"x-a", b"\xe9")]
+    assert first == second == (expected, 13)
+    for bad in (("X-B", "€"), ("X-C", ["list"]), ("X-D", "v", "extra"), ("X-E", 1), ["X-F"]):
+        for _ in range(2):  # refused every time, never remembered
+            with pytest.raises(AppError):
+                _encode_headers([bad])  # type: ignore[list-item]
+    # A pair given as a list is not cached, and still accepted as it always was.
+    assert _encode_headers([["X-G", "v"]]) == ([(b"x-g", b"v")], None)  # type: ignore[list-item]

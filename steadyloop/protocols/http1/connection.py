@@ -348,6 +348,15 @@ class Http1Connection(asyncio.Protocol):
         # Served in the last call, or --timeout-keep-alive 0: say the connection ends with it.
         if state.shutting_down or not state.config.timeouts.keep_alive:
             cycle.keep_alive = False
+        direct = state.direct_http1
+        if direct is not None:
+            # Counted as a task until it ends: the concurrency limit and shutdown see it.
+            state.tasks += 1
+            try:
+                direct(scope, cycle)
+            except Exception as exc:
+                self.direct_done(cycle, exc)
+            return
         task: asyncio.Task[None]
         try:
             coro = state.app(scope, cycle.receive, cycle.send)
@@ -364,6 +373,25 @@ class Http1Connection(asyncio.Protocol):
         INFLIGHT[task] = cycle
         cycle.task = task
         task.add_done_callback(self._task_done)
+
+    # -- requests served without a task (state.direct_http1) -----------------------------------
+
+    def direct_to_task(self, cycle: Http1Cycle, coro: Any) -> None:
+        """A request served directly needs a task after all (a streamed body, the request
+        body, a file, an error): `coro` becomes its task, already counted, and ends it."""
+        task = _Task(coro, loop=self.loop, name="steadyloop-request")
+        INFLIGHT[task] = cycle
+        cycle.task = task
+        task.add_done_callback(self._task_done)
+
+    def direct_done(self, cycle: Http1Cycle, exc: BaseException | None) -> None:
+        """A request served directly is over (exactly once, unless handed to a task): what
+        `_task_done` does for a task."""
+        state = self.state
+        state.tasks -= 1
+        self._app_ended(cycle, exc)
+        if state.shutting_down:
+            state.check_idle()
 
     def _upgrade_to_h2c(self, head: RequestHead) -> bool:
         """`Upgrade: h2c` (RFC 7540 §3.2; RFC 9113 deprecates it, curl still asks): answer
@@ -535,19 +563,23 @@ class Http1Connection(asyncio.Protocol):
         state.tasks -= 1
         cycle = INFLIGHT.pop(task)
         assert isinstance(cycle, Http1Cycle)
-        if not task.cancelled():
-            exc = task.exception()
-            if exc is not None:
-                self._app_failed(cycle, exc)
-            elif not cycle.response_complete:
-                self._app_returned_early(cycle)
-        elif not cycle.response_complete:
-            self._app_failed(cycle, None)
+        if task.cancelled():
+            if not cycle.response_complete:
+                self._app_failed(cycle, None)
+        else:
+            self._app_ended(cycle, task.exception())
         if task is self.check_armed:
             self.check_armed = None
             self._stall_check()
         if state.shutting_down:
             state.check_idle()
+
+    def _app_ended(self, cycle: Http1Cycle, exc: BaseException | None) -> None:
+        """An app is over, in its task or served directly: what it left unanswered is answered."""
+        if exc is not None:
+            self._app_failed(cycle, exc)
+        elif not cycle.response_complete:
+            self._app_returned_early(cycle)
 
     # -- errors -----------------------------------------------------------------------------
 
