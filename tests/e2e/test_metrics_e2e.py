@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import psutil
@@ -199,11 +200,17 @@ def test_a_scrape_answers_while_a_workers_loop_is_blocked_and_shows_it() -> None
             target=lambda: httpx.get(server.url + "/block", params={"s": "3"}, timeout=30), daemon=True
         )
         blocker.start()
-        now = wait_until(lambda: server.total("steadyloop_loop_blocked_now_seconds") > 0.5, timeout=15)
-        assert now < 3.5
-        status = httpx.get(server.metrics_url + "/status.json", timeout=5).json()
-        stuck = [w["live"]["blocked_now"] for w in status["workers"] if w["live"]["blocked_now"]]
-        assert stuck and stuck[0]["location"] == BLOCK_LOCATION
+
+        def blocked_in_the_handler() -> list[dict[str, Any]]:
+            # Asked again while a loaded machine blocks the worker's loop elsewhere first
+            # (start-up, outside the app): the report wanted is the one about the handler.
+            status = httpx.get(server.metrics_url + "/status.json", timeout=5).json()
+            now = [w["live"]["blocked_now"] for w in status["workers"] if w["live"]["blocked_now"]]
+            return [block for block in now if block["location"] == BLOCK_LOCATION]
+
+        (stuck,) = wait_until(blocked_in_the_handler, timeout=15)
+        assert stuck["seconds"] < 3.5  # answered while the 3 s block was still going on
+        assert server.total("steadyloop_loop_blocked_now_seconds") > 0
         blocker.join()
 
 

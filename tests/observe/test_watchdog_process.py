@@ -115,7 +115,12 @@ def test_dump_signal_dumps_stacks_and_the_worker_lives_on(
     read_until(proc.stdout.fileno(), lambda b: b"ready" in b)
     for _ in range(2):
         proc.send_signal(signal.SIGUSR2)
-        err = read_until(proc.stderr.fileno(), lambda b: b"in hang_here" in b)
+        # faulthandler writes a dump in many small writes: read this one to its end (the main
+        # thread's outermost frame) so that the next round reads only the next dump.
+        err = read_until(
+            proc.stderr.fileno(),
+            lambda b: b"in hang_here" in b and b"in <module>" in b.split(b"in hang_here")[-1],
+        )
         assert b"Current thread 0x" in err or b"Thread 0x" in err
         assert proc.poll() is None
 
