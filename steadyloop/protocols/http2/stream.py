@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
 from steadyloop.asgi.types import Message
+from steadyloop.protocols.http2 import sendpath
 
 # HTTP/1.1 connection-specific fields have no meaning in HTTP/2: "An endpoint MUST NOT
 # generate an HTTP/2 message containing connection-specific header fields" -- RFC 9113 §8.2.2
@@ -106,7 +107,9 @@ class Http2StreamCycle(RequestCycle):
             headers.append((name, value))
         headers += self.conn.extra_headers()
         self.head_written = True
-        self.conn.h2.send_headers(self.stream_id, headers, end_stream=end)
+        engine = self.conn.h2
+        if status < 200 or not sendpath.send_headers(engine, self.stream_id, headers, end):
+            engine.send_headers(self.stream_id, headers, end_stream=end)
         if end:
             self.stream_ended = True
 
@@ -160,7 +163,8 @@ class Http2StreamCycle(RequestCycle):
             while sent < total and window > 0:
                 size = min(frame, window, total - sent)
                 end = last_ends and sent + size == total
-                h2.send_data(sid, view[sent : sent + size], end_stream=end)
+                if not sendpath.send_data(h2, sid, view[sent : sent + size], end):
+                    h2.send_data(sid, view[sent : sent + size], end_stream=end)
                 sent += size
                 window -= size
                 if end:

@@ -1,0 +1,103 @@
+"""A response's HEADERS and DATA frames written straight into the engine's output buffer.
+
+`H2Connection.send_headers` and `send_data` cost a third of a small request: per
+frame a hyperframe object, a flag set, header validation flags (for checks we
+turn off), logger calls and a generic serialisation. For the common case --
+the connection open, the stream known to the engine -- these functions do what
+the engine would, in the same order, and nothing else:
+
+    the stream's state machine gets the same inputs (SEND_HEADERS / SEND_DATA,
+    then SEND_END_STREAM), so it refuses what the engine would refuse and ends
+    in the same state;
+    the outbound flow-control windows (stream and connection) drop by the DATA
+    length, as `send_data` does; callers check them first, as before;
+    the frames are the bytes hyperframe would write: a 9-byte header (RFC 9113
+    §4.1) and the payload, no padding, no priority; a header block larger than
+    the peer's SETTINGS_MAX_FRAME_SIZE goes on in CONTINUATION frames (§6.10).
+
+Anything else (connection not open, an unknown stream, informational
+responses, trailers) returns False before changing anything, and the caller
+uses the engine's own method. Relies on h2 4.x internals (`state_machine`,
+`streams`, `_data_to_send`, `outbound_flow_control_window`); pinned in
+pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from h2.connection import ConnectionState
+from h2.stream import StreamInputs
+
+_OPEN = ConnectionState.SERVER_OPEN
+_SEND_HEADERS = StreamInputs.SEND_HEADERS
+_SEND_DATA = StreamInputs.SEND_DATA
+_SEND_END_STREAM = StreamInputs.SEND_END_STREAM
+_FRAME_HEAD = struct.Struct(">BHBBL")  # length (24 bits), type, flags, stream id
+_DATA = 0x0
+_HEADERS = 0x1
+_CONTINUATION = 0x9
+_END_STREAM = 0x1
+_END_HEADERS = 0x4
+
+
+def _head(length: int, kind: int, flags: int, sid: int) -> bytes:
+    return _FRAME_HEAD.pack(length >> 16, length & 0xFFFF, kind, flags, sid)
+
+
+def send_headers(engine: Any, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> bool:
+    """A final response head (status 200 or more) on stream `sid`; False: not done, use
+    `engine.send_headers`."""
+    if engine.state_machine.state is not _OPEN:
+        return False
+    stream = engine.streams.get(sid)
+    if stream is None:
+        return False
+    machine = stream.state_machine
+    if machine.headers_sent:
+        return False  # trailers: the engine checks their rules
+    # The engine moves the stream's state before it encodes (encoding may change the
+    # compression context); so do we. A refused input raises here as it would there.
+    machine.process_input(_SEND_HEADERS)
+    block = engine.encoder.encode(headers)
+    flags = _END_STREAM if end else 0
+    if end:
+        machine.process_input(_SEND_END_STREAM)
+    stream.request_method = None  # what the engine sets from a response head (no :method)
+    size = len(block)
+    limit = engine.max_outbound_frame_size
+    if size <= limit:
+        engine._data_to_send += _head(size, _HEADERS, flags | _END_HEADERS, sid) + block
+        return True
+    out = engine._data_to_send
+    out += _head(limit, _HEADERS, flags, sid)
+    out += block[:limit]
+    start = limit
+    while start < size:
+        part = block[start : start + limit]
+        start += len(part)
+        out += _head(len(part), _CONTINUATION, _END_HEADERS if start >= size else 0, sid)
+        out += part
+    return True
+
+
+def send_data(engine: Any, sid: int, data: bytes | memoryview, end: bool) -> bool:
+    """One DATA frame; the caller has checked it fits the windows and the peer's frame
+    size. False: not done, use `engine.send_data`."""
+    if engine.state_machine.state is not _OPEN:
+        return False
+    stream = engine.streams.get(sid)
+    if stream is None:
+        return False
+    machine = stream.state_machine
+    machine.process_input(_SEND_DATA)
+    if end:
+        machine.process_input(_SEND_END_STREAM)
+    size = len(data)
+    stream.outbound_flow_control_window -= size
+    engine.outbound_flow_control_window -= size
+    out = engine._data_to_send
+    out += _head(size, _DATA, _END_STREAM if end else 0, sid)
+    out += data
+    return True
