@@ -98,3 +98,28 @@ def test_cases_left_to_the_engine() -> None:
     server.close_connection()
     assert not sendpath.send_data(server, 1, b"x", True)  # connection closed
     assert server.data_to_send()
+
+
+@pytest.mark.parametrize("end_request", [True, False])
+@pytest.mark.parametrize("value_size", [10, 20000])
+def test_a_whole_response_is_what_the_engine_writes(end_request: bool, value_size: int) -> None:
+    headers = [(b":status", b"200"), (b"x-big", b"v" * value_size)]
+    ours, _ = _pair(end_request)
+    theirs, _ = _pair(end_request)
+    assert sendpath.send_response(ours, 1, headers, b"hello")
+    theirs.send_headers(1, headers, end_stream=False)
+    theirs.send_data(1, b"hello", end_stream=True)
+    assert _state(ours) == _state(theirs)
+    assert ours.data_to_send() == theirs.data_to_send()
+
+
+def test_a_body_past_the_window_or_one_frame_is_left_to_the_long_way() -> None:
+    server, _ = _pair()
+    before = _state(server)
+    assert not sendpath.send_response(server, 1, [(b":status", b"200")], b"x" * 16385)  # > frame size
+    server.outbound_flow_control_window = 10
+    assert not sendpath.send_response(server, 1, [(b":status", b"200")], b"x" * 11)  # > window
+    server.outbound_flow_control_window = before[4]
+    assert _state(server) == before
+    assert server.data_to_send() == b""
+    assert not sendpath.send_response(server, 3, [(b":status", b"200")], b"x")  # unknown stream

@@ -52,15 +52,45 @@ def send_headers(engine: Any, sid: int, headers: list[tuple[bytes, bytes]], end:
     if engine.state_machine.state is not _OPEN:
         return False
     stream = engine.streams.get(sid)
-    if stream is None:
+    if stream is None or stream.state_machine.headers_sent:
+        return False  # headers_sent: trailers, whose rules the engine checks
+    engine._data_to_send += _headers(engine, stream, sid, headers, end)
+    return True
+
+
+def send_response(engine: Any, sid: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+    """A whole response: its head (status 200 or more) and `body` (not empty) in one DATA
+    frame with END_STREAM. False, having changed nothing: the body does not fit the
+    windows or one frame, or the case is not ours; the caller goes the long way."""
+    if engine.state_machine.state is not _OPEN:
         return False
+    stream = engine.streams.get(sid)
+    if stream is None or stream.state_machine.headers_sent:
+        return False
+    size = len(body)
+    if (
+        size > engine.outbound_flow_control_window
+        or size > stream.outbound_flow_control_window
+        or size > engine.max_outbound_frame_size
+    ):
+        return False
+    block = _headers(engine, stream, sid, headers, False)
     machine = stream.state_machine
-    if machine.headers_sent:
-        return False  # trailers: the engine checks their rules
+    machine.process_input(_SEND_DATA)
+    machine.process_input(_SEND_END_STREAM)
+    stream.outbound_flow_control_window -= size
+    engine.outbound_flow_control_window -= size
+    engine._data_to_send += block + _head(size, _DATA, _END_STREAM, sid) + body
+    return True
+
+
+def _headers(engine: Any, stream: Any, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> bytes:
+    """The HEADERS (and CONTINUATION) frames, the stream's state moved as the engine does."""
+    machine = stream.state_machine
     # The engine moves the stream's state before it encodes (encoding may change the
     # compression context); so do we. A refused input raises here as it would there.
     machine.process_input(_SEND_HEADERS)
-    block = engine.encoder.encode(headers)
+    block: bytes = engine.encoder.encode(headers)
     flags = _END_STREAM if end else 0
     if end:
         machine.process_input(_SEND_END_STREAM)
@@ -68,10 +98,8 @@ def send_headers(engine: Any, sid: int, headers: list[tuple[bytes, bytes]], end:
     size = len(block)
     limit = engine.max_outbound_frame_size
     if size <= limit:
-        engine._data_to_send += _head(size, _HEADERS, flags | _END_HEADERS, sid) + block
-        return True
-    out = engine._data_to_send
-    out += _head(limit, _HEADERS, flags, sid)
+        return _head(size, _HEADERS, flags | _END_HEADERS, sid) + block
+    out = bytearray(_head(limit, _HEADERS, flags, sid))
     out += block[:limit]
     start = limit
     while start < size:
@@ -79,7 +107,7 @@ def send_headers(engine: Any, sid: int, headers: list[tuple[bytes, bytes]], end:
         start += len(part)
         out += _head(len(part), _CONTINUATION, _END_HEADERS if start >= size else 0, sid)
         out += part
-    return True
+    return bytes(out)
 
 
 def send_data(engine: Any, sid: int, data: bytes | memoryview, end: bool) -> bool:

@@ -92,9 +92,8 @@ class Http2StreamCycle(RequestCycle):
             self.conn.h2.send_headers(self.stream_id, [(b":status", b"100")])
             self.conn.flush()
 
-    def _write_head(self, end: bool) -> None:
-        status = self.status
-        headers: list[tuple[bytes, bytes]] = [(b":status", str(status).encode("ascii"))]
+    def _head_fields(self) -> list[tuple[bytes, bytes]]:
+        headers: list[tuple[bytes, bytes]] = [(b":status", str(self.status).encode("ascii"))]
         for name, value in self.response_headers:
             name = bytes(name).lower()
             if name in _CONNECTION_FIELDS:
@@ -106,12 +105,30 @@ class Http2StreamCycle(RequestCycle):
                 raise RuntimeError(f"response header {name!r} contains CR, LF or NUL")
             headers.append((name, value))
         headers += self.conn.extra_headers()
+        return headers
+
+    def _write_head(self, end: bool, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        if headers is None:
+            headers = self._head_fields()
         self.head_written = True
         engine = self.conn.h2
-        if status < 200 or not sendpath.send_headers(engine, self.stream_id, headers, end):
+        if self.status < 200 or not sendpath.send_headers(engine, self.stream_id, headers, end):
             engine.send_headers(self.stream_id, headers, end_stream=end)
         if end:
             self.stream_ended = True
+
+    def _write_whole(self, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """The whole response at once (head and a body that fits the windows and one frame):
+        HEADERS and DATA with END_STREAM in one step. False: nothing written."""
+        if not sendpath.send_response(self.conn.h2, self.stream_id, headers, body):
+            return False
+        self.head_written = True
+        self.stream_ended = True
+        self.end_pending = True
+        self.bytes_sent += len(body)
+        self._complete()
+        self.conn.flush()
+        return True
 
     def _no_body(self) -> bool:
         status = self.status
@@ -125,7 +142,10 @@ class Http2StreamCycle(RequestCycle):
                 if not more:
                     self._complete()
                 return False
-            self._write_head(end=not more and not body and not self.trailers_expected)
+            headers = self._head_fields()
+            if not more and body and not self.trailers_expected and self._write_whole(headers, body):
+                return self.conn.write_paused
+            self._write_head(not more and not body and not self.trailers_expected, headers)
             if self.stream_ended:
                 self.conn.flush()
                 self._complete()
