@@ -28,6 +28,34 @@ _CONNECTION_FIELDS = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
 FILE_CHUNK = 256 * 1024
+# Response fields as the app gave them -> as sent (lower-cased name; None: a connection-specific
+# field, dropped), for fields already checked. An app sends the same few fields again and again.
+_SENT_AS: dict[Any, tuple[bytes, bytes] | None] = {}
+_SENT_AS_LIMIT = 512  # distinct fields remembered
+_SENT_AS_SIZE = 256  # longest field (name and value) remembered
+_UNSEEN = object()
+
+
+def _field(field: Any) -> tuple[bytes, bytes] | None:
+    """A response field checked and lower-cased; None: dropped. Raises on CR, LF or NUL."""
+    name, value = field
+    name = bytes(name).lower()
+    if name in _CONNECTION_FIELDS:
+        pair = None
+    else:
+        value = bytes(value)
+        # `find` rather than `in`: on CPython 3.11 `b"x" in data` first tries the argument
+        # as an integer and builds (then drops) a TypeError.
+        if value.find(b"\r") != -1 or value.find(b"\n") != -1 or value.find(b"\0") != -1:
+            raise RuntimeError(f"response header {name!r} contains CR, LF or NUL")
+        pair = (name, value)
+    # Only immutable fields are remembered: a tuple of two `bytes` (equal fields hash equal).
+    remember = type(field) is tuple and type(field[0]) is bytes and type(field[1]) is bytes
+    if remember and len(field[0]) + len(field[1]) <= _SENT_AS_SIZE:
+        if len(_SENT_AS) >= _SENT_AS_LIMIT:
+            _SENT_AS.clear()
+        _SENT_AS[field] = pair
+    return pair
 
 
 class Http2Owner(Protocol):
@@ -94,16 +122,16 @@ class Http2StreamCycle(RequestCycle):
 
     def _head_fields(self) -> list[tuple[bytes, bytes]]:
         headers: list[tuple[bytes, bytes]] = [(b":status", str(self.status).encode("ascii"))]
-        for name, value in self.response_headers:
-            name = bytes(name).lower()
-            if name in _CONNECTION_FIELDS:
-                continue
-            value = bytes(value)
-            # `find` rather than `in`: on CPython 3.11 `b"x" in data` first tries the argument
-            # as an integer and builds (then drops) a TypeError.
-            if value.find(b"\r") != -1 or value.find(b"\n") != -1 or value.find(b"\0") != -1:
-                raise RuntimeError(f"response header {name!r} contains CR, LF or NUL")
-            headers.append((name, value))
+        sent_as = _SENT_AS
+        for field in self.response_headers:
+            try:
+                pair = sent_as.get(field, _UNSEEN)
+            except TypeError:  # unhashable (a list, a bytearray): checked each time
+                pair = _UNSEEN
+            if pair is _UNSEEN:
+                pair = _field(field)
+            if pair is not None:
+                headers.append(pair)  # type: ignore[arg-type]
         headers += self.conn.extra_headers()
         return headers
 
