@@ -42,3 +42,29 @@ def test_same_count_and_same_streams_forgotten() -> None:
     assert sorted(ours.streams) == sorted(theirs.streams) == [1, 3, 7]
     assert dict(ours._closed_streams) == dict(theirs._closed_streams)
     assert sorted(ours._closed_streams) == [5, 9]
+
+
+def test_frames_with_a_short_repr_give_the_same_events() -> None:
+    def events(kind: Any) -> list[str]:
+        server = kind(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        server.initiate_connection()
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        client.send_headers(1, [*_request(1), (b"x-long", b"v" * 40000)])  # HEADERS + CONTINUATION
+        client.send_data(1, b"body", pad_length=3)
+        client.increment_flow_control_window(1000)
+        client.increment_flow_control_window(1000, stream_id=1)
+        client.end_stream(1)
+        return [repr(event) for event in server.receive_data(client.data_to_send())]
+
+    ours = events(Engine)
+    assert ours == events(h2.connection.H2Connection)
+    assert [event.split(" ")[0] for event in ours] == [
+        "<RemoteSettingsChanged",
+        "<RequestReceived",
+        "<DataReceived",
+        "<WindowUpdated",
+        "<WindowUpdated",
+        "<DataReceived",  # the empty DATA frame with END_STREAM
+        "<StreamEnded",
+    ]
