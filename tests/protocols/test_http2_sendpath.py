@@ -9,6 +9,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import pytest
+from h2.stream import H2StreamStateMachine, StreamState
 
 from steadyloop.protocols.http2 import sendpath
 from steadyloop.protocols.http2.hpackout import StaticEncoder
@@ -123,3 +124,22 @@ def test_a_body_past_the_window_or_one_frame_is_left_to_the_long_way() -> None:
     assert _state(server) == before
     assert server.data_to_send() == b""
     assert not sendpath.send_response(server, 3, [(b":status", b"200")], b"x")  # unknown stream
+
+
+@pytest.mark.parametrize("state", list(StreamState))
+@pytest.mark.parametrize("step", ["_SEND_HEADERS", "_SEND_DATA", "_SEND_END_STREAM"])
+def test_each_step_is_the_engines_transition(state: StreamState, step: str) -> None:
+    def run(machine: Any, do: Any) -> tuple[Any, ...]:
+        machine.state = state
+        machine.client = False  # a server's stream
+        try:
+            do(machine)
+            error: Any = None
+        except Exception as exc:  # compared, not handled
+            error = type(exc)
+        return (error, machine.state, machine.headers_sent, machine.stream_closed_by, machine.trailers_sent)
+
+    kind = getattr(sendpath, step)
+    ours = run(H2StreamStateMachine(1), lambda machine: sendpath._step(machine, kind))
+    theirs = run(H2StreamStateMachine(1), lambda machine: machine.process_input(kind[0]))
+    assert ours == theirs

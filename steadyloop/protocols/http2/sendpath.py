@@ -27,13 +27,45 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import h2.stream
 from h2.connection import ConnectionState
-from h2.stream import StreamInputs
+from h2.exceptions import ProtocolError
+from h2.stream import StreamInputs, StreamState
 
 _OPEN = ConnectionState.SERVER_OPEN
-_SEND_HEADERS = StreamInputs.SEND_HEADERS
-_SEND_DATA = StreamInputs.SEND_DATA
-_SEND_END_STREAM = StreamInputs.SEND_END_STREAM
+_CLOSED = StreamState.CLOSED
+
+
+def _by_state(input_: StreamInputs) -> dict[StreamState, Any]:
+    """The engine's stream transitions for one input, by state. `StreamState` is an IntEnum
+    (hashed in C); the engine's own lookup hashes a `StreamInputs` member, a Python call."""
+    return {state: entry for (state, kind), entry in h2.stream._transitions.items() if kind is input_}
+
+
+_SEND_HEADERS = (StreamInputs.SEND_HEADERS, _by_state(StreamInputs.SEND_HEADERS))
+_SEND_DATA = (StreamInputs.SEND_DATA, _by_state(StreamInputs.SEND_DATA))
+_SEND_END_STREAM = (StreamInputs.SEND_END_STREAM, _by_state(StreamInputs.SEND_END_STREAM))
+
+
+def _step(machine: Any, step: tuple[StreamInputs, dict[StreamState, Any]]) -> None:
+    """`machine.process_input(input_)`: the same transition, side effects and errors."""
+    previous = machine.state
+    entry = step[1].get(previous)
+    if entry is None:
+        machine.process_input(step[0])  # not a transition: the engine's refusal (raises)
+        return
+    func, machine.state = entry
+    if func is not None:
+        try:
+            func(machine, previous)
+        except ProtocolError:
+            machine.state = _CLOSED
+            raise
+        except AssertionError as err:  # as the engine does
+            machine.state = _CLOSED
+            raise ProtocolError(err) from err
+
+
 _FRAME_HEAD = struct.Struct(">BHBBL")  # length (24 bits), type, flags, stream id
 _DATA = 0x0
 _HEADERS = 0x1
@@ -76,8 +108,8 @@ def send_response(engine: Any, sid: int, headers: list[tuple[bytes, bytes]], bod
         return False
     block = _headers(engine, stream, sid, headers, False)
     machine = stream.state_machine
-    machine.process_input(_SEND_DATA)
-    machine.process_input(_SEND_END_STREAM)
+    _step(machine, _SEND_DATA)
+    _step(machine, _SEND_END_STREAM)
     stream.outbound_flow_control_window -= size
     engine.outbound_flow_control_window -= size
     engine._data_to_send += block + _head(size, _DATA, _END_STREAM, sid) + body
@@ -89,11 +121,11 @@ def _headers(engine: Any, stream: Any, sid: int, headers: list[tuple[bytes, byte
     machine = stream.state_machine
     # The engine moves the stream's state before it encodes (encoding may change the
     # compression context); so do we. A refused input raises here as it would there.
-    machine.process_input(_SEND_HEADERS)
+    _step(machine, _SEND_HEADERS)
     block: bytes = engine.encoder.encode(headers)
     flags = _END_STREAM if end else 0
     if end:
-        machine.process_input(_SEND_END_STREAM)
+        _step(machine, _SEND_END_STREAM)
     stream.request_method = None  # what the engine sets from a response head (no :method)
     size = len(block)
     limit = engine.max_outbound_frame_size
@@ -119,9 +151,9 @@ def send_data(engine: Any, sid: int, data: bytes | memoryview, end: bool) -> boo
     if stream is None:
         return False
     machine = stream.state_machine
-    machine.process_input(_SEND_DATA)
+    _step(machine, _SEND_DATA)
     if end:
-        machine.process_input(_SEND_END_STREAM)
+        _step(machine, _SEND_END_STREAM)
     size = len(data)
     stream.outbound_flow_control_window -= size
     engine.outbound_flow_control_window -= size
