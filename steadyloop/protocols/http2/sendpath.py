@@ -157,7 +157,6 @@ def send_data(engine: Any, sid: int, data: bytes | memoryview, end: bool) -> boo
     size = len(data)
     stream.outbound_flow_control_window -= size
     engine.outbound_flow_control_window -= size
-    out = engine._data_to_send
-    out += _head(size, _DATA, _END_STREAM if end else 0, sid)
-    out += data
+    # On the attribute, not a local: correct whether the buffer is a bytearray or bytes.
+    engine._data_to_send += _head(size, _DATA, _END_STREAM if end else 0, sid) + data
     return True
