@@ -54,6 +54,20 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/file":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.pathsend", "path": os.environ["H2_TEST_FILE"]})
+    elif path == "/fields":  # mixed-case names, connection-specific fields, a list and a bytearray
+        fields = [
+            (b"X-Mixed", b"a"),
+            (b"Connection", b"close"),
+            [b"x-list", b"b"],
+            (bytearray(b"x-ba"), b"c"),
+        ]
+        fields += [(b"transfer-encoding", b"chunked"), (b"keep-alive", b"5"), (b"x-mixed", b"d")]
+        await send({"type": "http.response.start", "status": 200, "headers": fields})
+        await send({"type": "http.response.body", "body": b"fields"})
+    elif path.startswith("/bad-field/"):  # CR, LF or NUL in a value: the app fails, 500
+        value = {"cr": b"a\rb", "lf": b"a\nb", "nul": b"a\0b"}[path.rpartition("/")[2]]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-bad", value)]})
+        await send({"type": "http.response.body", "body": b"never"})
     elif path == "/fail-before":
         raise RuntimeError("app failed before its response (test)")
     elif path == "/fail-after":
@@ -271,6 +285,19 @@ def test_pathsend_in_data_frames(server: RunningServer, tmp_path: Path, monkeypa
     monkeypatch.setenv("H2_TEST_FILE", str(path))
     with h2c(server) as client:
         assert client.get("/file").content == content
+
+
+def test_response_fields_are_lower_cased_checked_and_connection_fields_dropped(server: RunningServer) -> None:
+    with h2c(server) as client:
+        for _ in range(2):  # the second time from the checked-field memory
+            response = client.get("/fields")
+            assert response.status_code == 200 and response.content == b"fields"
+            fields = [(n, v) for n, v in response.headers.raw if n.startswith(b"x-")]
+            assert fields == [(b"x-mixed", b"a"), (b"x-list", b"b"), (b"x-ba", b"c"), (b"x-mixed", b"d")]
+            for name in (b"connection", b"transfer-encoding", b"keep-alive"):
+                assert name not in dict(response.headers.raw)
+            for bad in ("cr", "lf", "nul"):
+                assert client.get(f"/bad-field/{bad}").status_code == 500
 
 
 def test_head_app_failures_and_the_connection_lives_on(server: RunningServer) -> None:

@@ -36,6 +36,7 @@ from hyperframe.frame import GoAwayFrame
 from steadyloop.asgi.cycle import ClientDisconnected
 from steadyloop.http.parser import RequestHead
 from steadyloop.observe.inflight import INFLIGHT
+from steadyloop.protocols.http2.engine import Engine
 from steadyloop.protocols.http2.floods import FloodLimits
 from steadyloop.protocols.http2.hpackin import RememberingDecoder
 from steadyloop.protocols.http2.hpackout import StaticEncoder
@@ -74,7 +75,7 @@ class Http2Connection(asyncio.Protocol):
         self.loop = state.loop
         self.done = state.done
         self.upgrade = upgrade
-        self.h2 = h2.connection.H2Connection(
+        self.h2 = Engine(
             h2.config.H2Configuration(
                 client_side=False,
                 header_encoding=None,

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
 from steadyloop.asgi.types import Message
+from steadyloop.protocols.http2 import sendpath
 
 # HTTP/1.1 connection-specific fields have no meaning in HTTP/2: "An endpoint MUST NOT
 # generate an HTTP/2 message containing connection-specific header fields" -- RFC 9113 §8.2.2
@@ -27,6 +28,34 @@ _CONNECTION_FIELDS = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
 FILE_CHUNK = 256 * 1024
+# Response fields as the app gave them -> as sent (lower-cased name; None: a connection-specific
+# field, dropped), for fields already checked. An app sends the same few fields again and again.
+_SENT_AS: dict[Any, tuple[bytes, bytes] | None] = {}
+_SENT_AS_LIMIT = 512  # distinct fields remembered
+_SENT_AS_SIZE = 256  # longest field (name and value) remembered
+_UNSEEN = object()
+
+
+def _field(field: Any) -> tuple[bytes, bytes] | None:
+    """A response field checked and lower-cased; None: dropped. Raises on CR, LF or NUL."""
+    name, value = field
+    name = bytes(name).lower()
+    if name in _CONNECTION_FIELDS:
+        pair = None
+    else:
+        value = bytes(value)
+        # `find` rather than `in`: on CPython 3.11 `b"x" in data` first tries the argument
+        # as an integer and builds (then drops) a TypeError.
+        if value.find(b"\r") != -1 or value.find(b"\n") != -1 or value.find(b"\0") != -1:
+            raise RuntimeError(f"response header {name!r} contains CR, LF or NUL")
+        pair = (name, value)
+    # Only immutable fields are remembered: a tuple of two `bytes` (equal fields hash equal).
+    remember = type(field) is tuple and type(field[0]) is bytes and type(field[1]) is bytes
+    if remember and len(field[0]) + len(field[1]) <= _SENT_AS_SIZE:
+        if len(_SENT_AS) >= _SENT_AS_LIMIT:
+            _SENT_AS.clear()
+        _SENT_AS[field] = pair
+    return pair
 
 
 class Http2Owner(Protocol):
@@ -91,24 +120,43 @@ class Http2StreamCycle(RequestCycle):
             self.conn.h2.send_headers(self.stream_id, [(b":status", b"100")])
             self.conn.flush()
 
-    def _write_head(self, end: bool) -> None:
-        status = self.status
-        headers: list[tuple[bytes, bytes]] = [(b":status", str(status).encode("ascii"))]
-        for name, value in self.response_headers:
-            name = bytes(name).lower()
-            if name in _CONNECTION_FIELDS:
-                continue
-            value = bytes(value)
-            # `find` rather than `in`: on CPython 3.11 `b"x" in data` first tries the argument
-            # as an integer and builds (then drops) a TypeError.
-            if value.find(b"\r") != -1 or value.find(b"\n") != -1 or value.find(b"\0") != -1:
-                raise RuntimeError(f"response header {name!r} contains CR, LF or NUL")
-            headers.append((name, value))
+    def _head_fields(self) -> list[tuple[bytes, bytes]]:
+        headers: list[tuple[bytes, bytes]] = [(b":status", str(self.status).encode("ascii"))]
+        sent_as = _SENT_AS
+        for field in self.response_headers:
+            try:
+                pair = sent_as.get(field, _UNSEEN)
+            except TypeError:  # unhashable (a list, a bytearray): checked each time
+                pair = _UNSEEN
+            if pair is _UNSEEN:
+                pair = _field(field)
+            if pair is not None:
+                headers.append(pair)  # type: ignore[arg-type]
         headers += self.conn.extra_headers()
+        return headers
+
+    def _write_head(self, end: bool, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        if headers is None:
+            headers = self._head_fields()
         self.head_written = True
-        self.conn.h2.send_headers(self.stream_id, headers, end_stream=end)
+        engine = self.conn.h2
+        if self.status < 200 or not sendpath.send_headers(engine, self.stream_id, headers, end):
+            engine.send_headers(self.stream_id, headers, end_stream=end)
         if end:
             self.stream_ended = True
+
+    def _write_whole(self, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """The whole response at once (head and a body that fits the windows and one frame):
+        HEADERS and DATA with END_STREAM in one step. False: nothing written."""
+        if not sendpath.send_response(self.conn.h2, self.stream_id, headers, body):
+            return False
+        self.head_written = True
+        self.stream_ended = True
+        self.end_pending = True
+        self.bytes_sent += len(body)
+        self._complete()
+        self.conn.flush()
+        return True
 
     def _no_body(self) -> bool:
         status = self.status
@@ -122,7 +170,10 @@ class Http2StreamCycle(RequestCycle):
                 if not more:
                     self._complete()
                 return False
-            self._write_head(end=not more and not body and not self.trailers_expected)
+            headers = self._head_fields()
+            if not more and body and not self.trailers_expected and self._write_whole(headers, body):
+                return self.conn.write_paused
+            self._write_head(not more and not body and not self.trailers_expected, headers)
             if self.stream_ended:
                 self.conn.flush()
                 self._complete()
@@ -160,7 +211,8 @@ class Http2StreamCycle(RequestCycle):
             while sent < total and window > 0:
                 size = min(frame, window, total - sent)
                 end = last_ends and sent + size == total
-                h2.send_data(sid, view[sent : sent + size], end_stream=end)
+                if not sendpath.send_data(h2, sid, view[sent : sent + size], end):
+                    h2.send_data(sid, view[sent : sent + size], end_stream=end)
                 sent += size
                 window -= size
                 if end:
