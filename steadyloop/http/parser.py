@@ -229,6 +229,7 @@ class RequestParser:
         self._reset_head()
 
     def _reset_head(self) -> None:
+        # Inlined in on_headers_complete: keep the two in step.
         self._target = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
@@ -237,7 +238,7 @@ class RequestParser:
         self._host_count = 0
         self._expect_continue = False
         self._te = False
-        self._te_values: list[bytes] = []
+        self._te_values: tuple[bytes, ...] = ()  # rare: a tuple grown per value, no list per request
         self._refusal: ProtocolError | None = None  # ours, said when the head (trailer) ends
         self._content_length = 0
         self._forwarded = False
@@ -394,7 +395,7 @@ class RequestParser:
                 self._expect_continue = True
             elif kind == _TRANSFER_ENCODING:
                 self._te = True
-                self._te_values.append(value)
+                self._te_values += (value,)
             elif kind == _CONTENT_LENGTH:
                 # llhttp has checked it is a plain number and not repeated.
                 self._content_length = int(value)
@@ -437,9 +438,20 @@ class RequestParser:
             upgrade,
             self._forwarded,
         )
-        self._reset_head()
-        self.in_head = False
+        # _reset_head, inlined (once per request); _progressed is set rather than reset.
+        self._target = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._stalled = 0
         self._progressed = True
+        self._host_count = 0
+        self._expect_continue = False
+        self._te = False
+        self._te_values = ()
+        self._refusal = None
+        self._content_length = 0
+        self._forwarded = False
+        self.in_head = False
         if head.chunked:
             self._chunked = True
             self._trailer_count = self._trailer_bytes = 0
