@@ -497,7 +497,10 @@ class Http1Connection(asyncio.Protocol):
     def response_complete(self, cycle: Http1Cycle) -> None:
         """The one place a request ends, answered by the app or by the server."""
         state = self.state
-        state.request_done(cycle.status, cycle.head.http_version, cycle.started_at)
+        if state.metrics is None and state.on_max_requests is None:
+            state.requests += 1  # all that request_done does when nothing watches the count
+        else:
+            state.request_done(cycle.status, cycle.head.http_version, cycle.started_at)
         if state.access_log is not None:
             log_request(state.access_log, cycle)
         if self.cycle is not cycle:
@@ -533,8 +536,7 @@ class Http1Connection(asyncio.Protocol):
         """An app task ended: account for it and deal with its failures."""
         state = self.state
         state.tasks -= 1
-        cycle = INFLIGHT.pop(task)
-        assert isinstance(cycle, Http1Cycle)
+        cycle: Http1Cycle = INFLIGHT.pop(task)  # type: ignore[assignment]  # registered by _start_request
         if not task.cancelled():
             exc = task.exception()
             if exc is not None:
