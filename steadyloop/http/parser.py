@@ -104,6 +104,7 @@ _FORBIDDEN_IN_TRAILER = frozenset(
         b"x-forwarded-proto",
     }
 )
+_V11_END: Final = b" HTTP/1.1\r\n"
 _METHODS = {m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 # What a parsed head counts for in `buffered`, so that a flood of tiny pipelined requests
 # is held back like the same number of body bytes would be.
@@ -175,6 +176,7 @@ class RequestParser:
         "_content_length",
         "_events",
         "_expect_continue",
+        "_first_in_read",
         "_forwarded",
         "_head_bytes",
         "_headers",
@@ -226,6 +228,9 @@ class RequestParser:
         # The bytes fed since the parser was last idle at the start of a read, up to
         # max_head_size: enough to find where a bad method starts (see _method_error).
         self._window: bytes | None = b""
+        # No head has ended since the parser was last idle at a read's start: the next head to
+        # end is the one `_window` starts with (see _http_version).
+        self._first_in_read = False
         self._reset_head()
 
     def _reset_head(self) -> None:
@@ -250,6 +255,7 @@ class RequestParser:
             return
         if self._idle:
             self._window = data
+            self._first_in_read = True
         elif self._window is not None:
             window = self._window + data
             self._window = window if len(window) <= self.max_head_size else None
@@ -406,7 +412,22 @@ class RequestParser:
         if self._refusal is not None:
             raise _Abort(self._refusal)
         parser = self._llhttp
-        version = parser.get_http_version()
+        raw_method = parser.get_method()
+        # The version: httptools formats it into a new string for every head. When `_window`
+        # starts with this head (the first to end since the parser was idle at a read's
+        # start), " HTTP/1.1" CRLF right after "METHOD SP target" is its request line's end,
+        # so the version is 1.1. (Were the window to start with CRLFs before the head, that
+        # SP would fall inside the target, and llhttp strict allows no SP, CR or LF there.)
+        window = self._window
+        if (
+            self._first_in_read
+            and window is not None
+            and window.startswith(_V11_END, len(raw_method) + 1 + len(self._target))
+        ):
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
+        self._first_in_read = False
         if version not in ("1.1", "1.0"):
             raise _Abort(ProtocolError(505, "HTTP version not supported"))
         # "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1
@@ -420,7 +441,6 @@ class RequestParser:
         if self._te:
             self._check_codings()
         upgrade = parser.should_upgrade()
-        raw_method = parser.get_method()
         method = _METHODS.get(raw_method)
         if method is None:
             method = raw_method.decode("ascii")
