@@ -336,10 +336,13 @@ class RequestParser:
         if not events:
             return NEED_DATA
         event = events.popleft()
-        if type(event) is bytes:
-            self.buffered -= len(event)
-        elif type(event) is RequestHead:
+        # The commonest first: every request has a head and an end, few have a body.
+        if type(event) is RequestHead:
             self.buffered -= _HEAD_WEIGHT
+        elif event is END_OF_MESSAGE:
+            pass
+        elif type(event) is bytes:
+            self.buffered -= len(event)
         elif isinstance(event, ProtocolError):
             events.clear()
             raise event
@@ -435,10 +438,10 @@ class RequestParser:
         # contains more than one Host header field" -- RFC 9112 §3.2
         if self._host_count > 1 or (self._host_count == 0 and version == "1.1"):
             raise _Abort(ProtocolError(400, "missing or repeated Host header"))
-        if self._te and version == "1.0":
-            # An HTTP/1.0 recipient cannot know chunked; a proxy may frame it differently.
-            raise _Abort(ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request"))
         if self._te:
+            if version == "1.0":
+                # An HTTP/1.0 recipient cannot know chunked; a proxy may frame it differently.
+                raise _Abort(ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request"))
             self._check_codings()
         upgrade = parser.should_upgrade()
         method = _METHODS.get(raw_method)

@@ -300,8 +300,8 @@ class Http1Connection(asyncio.Protocol):
                 if cycle is None:
                     if self.closing:
                         return
-                    assert isinstance(event, RequestHead)
-                    self._start_request(event)
+                    # With no cycle, the parser's next event is a head (its grammar).
+                    self._start_request(event)  # type: ignore[arg-type]
                 elif event is END_OF_MESSAGE:
                     cycle.end_body()
                 else:
