@@ -67,7 +67,9 @@ class RequestCycle:
     # Class-level defaults: a new cycle only stores what differs, which is measurable on the
     # hot path (one cycle per request). Instances shadow these on first assignment.
     # Request body, fed by the connection.
-    chunks: list[bytes]
+    # Body pieces not yet received by the app: a list once the first arrives (most requests
+    # have no body, and then no list is built).
+    chunks: list[bytes] | tuple[()] = ()
     body_size = 0
     body_complete = False
     final_body_delivered = False
@@ -100,7 +102,6 @@ class RequestCycle:
         self.keep_alive = head.keep_alive
         self.expect_continue = head.expect_continue
         self.started_at = started_at
-        self.chunks = []
 
     @property
     def request_id(self) -> str:
@@ -113,7 +114,11 @@ class RequestCycle:
     # -- fed by the connection ------------------------------------------------------------
 
     def feed_body(self, data: bytes) -> None:
-        self.chunks.append(data)
+        chunks = self.chunks
+        if isinstance(chunks, list):
+            chunks.append(data)
+        else:
+            self.chunks = [data]
         self.body_size += len(data)
         if self.body_size > BODY_HIGH_WATER and not self.reading_paused:
             self.reading_paused = True
@@ -178,7 +183,8 @@ class RequestCycle:
             body = chunks[0]
         else:
             body = b"".join(chunks)
-        chunks.clear()
+        if chunks:
+            self.chunks = ()
         self.body_size = 0
         if self.reading_paused:
             self.reading_paused = False

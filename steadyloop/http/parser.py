@@ -104,6 +104,7 @@ _FORBIDDEN_IN_TRAILER = frozenset(
         b"x-forwarded-proto",
     }
 )
+_V11_END: Final = b" HTTP/1.1\r\n"
 _METHODS = {m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 # What a parsed head counts for in `buffered`, so that a flood of tiny pipelined requests
 # is held back like the same number of body bytes would be.
@@ -175,6 +176,7 @@ class RequestParser:
         "_content_length",
         "_events",
         "_expect_continue",
+        "_first_in_read",
         "_forwarded",
         "_head_bytes",
         "_headers",
@@ -226,9 +228,13 @@ class RequestParser:
         # The bytes fed since the parser was last idle at the start of a read, up to
         # max_head_size: enough to find where a bad method starts (see _method_error).
         self._window: bytes | None = b""
+        # No head has ended since the parser was last idle at a read's start: the next head to
+        # end is the one `_window` starts with (see _http_version).
+        self._first_in_read = False
         self._reset_head()
 
     def _reset_head(self) -> None:
+        # Inlined in on_headers_complete: keep the two in step.
         self._target = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
@@ -237,7 +243,7 @@ class RequestParser:
         self._host_count = 0
         self._expect_continue = False
         self._te = False
-        self._te_values: list[bytes] = []
+        self._te_values: tuple[bytes, ...] = ()  # rare: a tuple grown per value, no list per request
         self._refusal: ProtocolError | None = None  # ours, said when the head (trailer) ends
         self._content_length = 0
         self._forwarded = False
@@ -249,6 +255,7 @@ class RequestParser:
             return
         if self._idle:
             self._window = data
+            self._first_in_read = True
         elif self._window is not None:
             window = self._window + data
             self._window = window if len(window) <= self.max_head_size else None
@@ -329,10 +336,13 @@ class RequestParser:
         if not events:
             return NEED_DATA
         event = events.popleft()
-        if type(event) is bytes:
-            self.buffered -= len(event)
-        elif type(event) is RequestHead:
+        # The commonest first: every request has a head and an end, few have a body.
+        if type(event) is RequestHead:
             self.buffered -= _HEAD_WEIGHT
+        elif event is END_OF_MESSAGE:
+            pass
+        elif type(event) is bytes:
+            self.buffered -= len(event)
         elif isinstance(event, ProtocolError):
             events.clear()
             raise event
@@ -394,7 +404,7 @@ class RequestParser:
                 self._expect_continue = True
             elif kind == _TRANSFER_ENCODING:
                 self._te = True
-                self._te_values.append(value)
+                self._te_values += (value,)
             elif kind == _CONTENT_LENGTH:
                 # llhttp has checked it is a plain number and not repeated.
                 self._content_length = int(value)
@@ -405,7 +415,22 @@ class RequestParser:
         if self._refusal is not None:
             raise _Abort(self._refusal)
         parser = self._llhttp
-        version = parser.get_http_version()
+        raw_method = parser.get_method()
+        # The version: httptools formats it into a new string for every head. When `_window`
+        # starts with this head (the first to end since the parser was idle at a read's
+        # start), " HTTP/1.1" CRLF right after "METHOD SP target" is its request line's end,
+        # so the version is 1.1. (Were the window to start with CRLFs before the head, that
+        # SP would fall inside the target, and llhttp strict allows no SP, CR or LF there.)
+        window = self._window
+        if (
+            self._first_in_read
+            and window is not None
+            and window.startswith(_V11_END, len(raw_method) + 1 + len(self._target))
+        ):
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
+        self._first_in_read = False
         if version not in ("1.1", "1.0"):
             raise _Abort(ProtocolError(505, "HTTP version not supported"))
         # "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1
@@ -413,13 +438,12 @@ class RequestParser:
         # contains more than one Host header field" -- RFC 9112 §3.2
         if self._host_count > 1 or (self._host_count == 0 and version == "1.1"):
             raise _Abort(ProtocolError(400, "missing or repeated Host header"))
-        if self._te and version == "1.0":
-            # An HTTP/1.0 recipient cannot know chunked; a proxy may frame it differently.
-            raise _Abort(ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request"))
         if self._te:
+            if version == "1.0":
+                # An HTTP/1.0 recipient cannot know chunked; a proxy may frame it differently.
+                raise _Abort(ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request"))
             self._check_codings()
         upgrade = parser.should_upgrade()
-        raw_method = parser.get_method()
         method = _METHODS.get(raw_method)
         if method is None:
             method = raw_method.decode("ascii")
@@ -437,9 +461,20 @@ class RequestParser:
             upgrade,
             self._forwarded,
         )
-        self._reset_head()
-        self.in_head = False
+        # _reset_head, inlined (once per request); _progressed is set rather than reset.
+        self._target = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._stalled = 0
         self._progressed = True
+        self._host_count = 0
+        self._expect_continue = False
+        self._te = False
+        self._te_values = ()
+        self._refusal = None
+        self._content_length = 0
+        self._forwarded = False
+        self.in_head = False
         if head.chunked:
             self._chunked = True
             self._trailer_count = self._trailer_bytes = 0

@@ -85,7 +85,8 @@ class ServerState:
         """A request is complete (the app's answer, or the server's 500): the one place
         requests are counted, for --max-requests and the metrics. `protocol` is the ASGI
         http_version ("1.1", "2") or "websocket"; `started_at` is time.perf_counter() when
-        it began (0.0 when nothing times requests)."""
+        it began (0.0 when nothing times requests). Http1Connection.response_complete skips
+        the call when neither `metrics` nor `on_max_requests` is set: keep the two in step."""
         self.requests += 1
         metrics = self.metrics  # metrics hook: the one place a finished request is measured
         if metrics is not None:

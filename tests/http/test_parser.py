@@ -138,6 +138,27 @@ def test_http_10_without_host_is_fine() -> None:
     assert isinstance(out[0], RequestHead) and out[0].http_version == "1.0"
 
 
+def test_http_version_whatever_the_reads() -> None:
+    # The version of the head a read starts with is read off the request line; every other
+    # head's comes from llhttp. Every split of a mixed pipeline gives the same versions.
+    data = (
+        b"\r\nGET /a HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    for cut in range(len(data) + 1):
+        parser = RequestParser()
+        out: list[Any] = []
+        for piece in (data[:cut], data[cut:]):
+            if piece:
+                parser.feed(piece)
+                out.extend(events(parser))
+        versions = [event.http_version for event in out if isinstance(event, RequestHead)]
+        assert versions == ["1.1", "1.1", "1.0", "1.1"], cut
+    assert refused(b"GET /a HTTP/2.0\r\nHost: a\r\n\r\n").status == 505
+
+
 def test_expect_100_continue_is_flagged() -> None:
     out = parse(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
     assert isinstance(out[0], RequestHead) and out[0].expect_continue is True

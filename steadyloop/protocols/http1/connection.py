@@ -70,6 +70,7 @@ class Http1Connection(asyncio.Protocol):
         "client",
         "closing",
         "closing_since",
+        "concurrency",
         "corked",
         "cycle",
         "data_since",
@@ -79,12 +80,14 @@ class Http1Connection(asyncio.Protocol):
         "fresh",
         "head_since",
         "idle_since",
+        "keep_alive_off",
         "last_task",
         "lingering",
         "loop",
         "parser",
         "proxy_trusted",
         "read_paused",
+        "root_path",
         "scheme",
         "scope_base",
         "server",
@@ -100,7 +103,12 @@ class Http1Connection(asyncio.Protocol):
         self.state = state
         self.loop = state.loop
         self.done = state.done
-        limits = state.config.limits
+        config = state.config
+        limits = config.limits
+        # What each request reads of the (frozen) config, read once: no attribute chains per request.
+        self.concurrency = limits.concurrency
+        self.root_path = config.root_path
+        self.keep_alive_off = not config.timeouts.keep_alive  # --timeout-keep-alive 0
         self.parser = RequestParser(
             limits.max_request_line,
             limits.max_header_count,
@@ -292,8 +300,8 @@ class Http1Connection(asyncio.Protocol):
                 if cycle is None:
                     if self.closing:
                         return
-                    assert isinstance(event, RequestHead)
-                    self._start_request(event)
+                    # With no cycle, the parser's next event is a head (its grammar).
+                    self._start_request(event)  # type: ignore[arg-type]
                 elif event is END_OF_MESSAGE:
                     cycle.end_body()
                 else:
@@ -307,7 +315,7 @@ class Http1Connection(asyncio.Protocol):
         if head.upgrade and self._upgrade_to_h2c(head):
             return
         state = self.state
-        limit = state.config.limits.concurrency
+        limit = self.concurrency
         if limit is not None and state.tasks >= limit:
             raise ProtocolError(503, "concurrency limit reached")
         target = head.target
@@ -325,7 +333,7 @@ class Http1Connection(asyncio.Protocol):
         else:
             raw_path, query = split_target(head)
             path = decode_path(raw_path)
-        root_path = state.config.root_path
+        root_path = self.root_path
         if root_path:
             path = root_path + path
             raw_path = root_path.encode("utf-8") + raw_path
@@ -346,7 +354,7 @@ class Http1Connection(asyncio.Protocol):
         cycle = Http1Cycle(self, scope, head, time.perf_counter() if timed else 0.0)
         self.cycle = cycle
         # Served in the last call, or --timeout-keep-alive 0: say the connection ends with it.
-        if state.shutting_down or not state.config.timeouts.keep_alive:
+        if state.shutting_down or self.keep_alive_off:
             cycle.keep_alive = False
         direct = state.direct_http1
         if direct is not None:
@@ -525,7 +533,10 @@ class Http1Connection(asyncio.Protocol):
     def response_complete(self, cycle: Http1Cycle) -> None:
         """The one place a request ends, answered by the app or by the server."""
         state = self.state
-        state.request_done(cycle.status, cycle.head.http_version, cycle.started_at)
+        if state.metrics is None and state.on_max_requests is None:
+            state.requests += 1  # all that request_done does when nothing watches the count
+        else:
+            state.request_done(cycle.status, cycle.head.http_version, cycle.started_at)
         if state.access_log is not None:
             log_request(state.access_log, cycle)
         if self.cycle is not cycle:
@@ -561,8 +572,7 @@ class Http1Connection(asyncio.Protocol):
         """An app task ended: account for it and deal with its failures."""
         state = self.state
         state.tasks -= 1
-        cycle = INFLIGHT.pop(task)
-        assert isinstance(cycle, Http1Cycle)
+        cycle: Http1Cycle = INFLIGHT.pop(task)  # type: ignore[assignment]  # registered with its task
         if task.cancelled():
             if not cycle.response_complete:
                 self._app_failed(cycle, None)
