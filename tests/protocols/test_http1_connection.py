@@ -305,13 +305,20 @@ def test_pipelined_responses_go_out_in_one_write(harness: Harness) -> None:
     assert transport.writes == 1
 
 
-def test_a_slow_request_in_a_pipeline_does_not_hold_back_the_answers_before_it() -> None:
-    gate = asyncio.Event()
+def slow_until(gate: asyncio.Event) -> Any:
+    """hello, except that /slow answers only once `gate` is set."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["path"] == "/slow":
             await gate.wait()
         await hello(scope, receive, send)
+
+    return app
+
+
+def test_a_slow_request_in_a_pipeline_does_not_hold_back_the_answers_before_it() -> None:
+    gate = asyncio.Event()
+    app = slow_until(gate)
 
     h = make(app)
     try:
@@ -329,11 +336,7 @@ def test_a_slow_request_in_a_pipeline_does_not_hold_back_the_answers_before_it()
 
 def test_a_slow_second_request_does_not_hold_back_the_first_answer() -> None:
     gate = asyncio.Event()
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["path"] == "/slow":
-            await gate.wait()
-        await hello(scope, receive, send)
+    app = slow_until(gate)
 
     h = make(app)
     try:
@@ -384,11 +387,7 @@ def test_an_app_that_goes_on_after_its_response_does_not_hold_back_a_stalled_pip
 
 def test_a_stall_after_a_drained_pipeline_is_seen_in_the_next_one() -> None:
     gate = asyncio.Event()
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["path"] == "/slow":
-            await gate.wait()
-        await hello(scope, receive, send)
+    app = slow_until(gate)
 
     h = make(app)
     try:
