@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.apps.basic import echo, lifespan_ok, respond
 from tests.certs import Certs, encrypted_key, make_certs
@@ -144,3 +145,21 @@ def test_a_key_that_does_not_match_the_certificate_stops_a_single_process(
     assert result.returncode != 0
     assert "cannot load the certificate and key" in result.stderr
 
+
+
+async def ws_scheme(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await lifespan_ok(receive, send)
+        return
+    assert scope["type"] == "websocket"
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": scope["scheme"]})
+    await send({"type": "websocket.close", "code": 1000})
+
+
+def test_a_websocket_over_tls_has_the_wss_scheme(certs: Certs) -> None:
+    with running_server(ws_scheme, **certs.options()) as srv:
+        context = certs.client_context(alpn=["http/1.1"])
+        with connect(f"wss://127.0.0.1:{srv.port}/", ssl=context, open_timeout=10) as ws:
+            assert ws.recv(timeout=10) == "wss"
