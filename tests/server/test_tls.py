@@ -127,6 +127,42 @@ def run_cli(args: list[str], timeout: float = 30) -> subprocess.CompletedProcess
     )
 
 
+def handshake(port: int, context: ssl.SSLContext) -> tuple[str | None, str]:
+    """The TLS version and cipher a client with `context` gets, or SSLError."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        cipher = tls.cipher()
+        assert cipher is not None
+        return tls.version(), cipher[0]
+
+
+def capped_at_tls12(certs: Certs) -> ssl.SSLContext:
+    context = certs.client_context()
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def test_ssl_version_sets_the_oldest_tls_version_and_ssl_ciphers_the_tls12_suites(certs: Certs) -> None:
+    with running_server(echo, **certs.options()) as srv:  # default: TLS 1.2 and later
+        assert handshake(srv.port, capped_at_tls12(certs))[0] == "TLSv1.2"
+        assert handshake(srv.port, certs.client_context())[0] == "TLSv1.3"
+    with running_server(echo, **certs.options(ssl_version="1.3")) as srv:
+        with pytest.raises(ssl.SSLError):
+            handshake(srv.port, capped_at_tls12(certs))
+        assert handshake(srv.port, certs.client_context())[0] == "TLSv1.3"
+    with running_server(echo, **certs.options(ssl_ciphers="ECDHE+CHACHA20")) as srv:
+        version, cipher = handshake(srv.port, capped_at_tls12(certs))
+        assert version == "TLSv1.2" and "CHACHA20" in cipher
+
+
+def test_a_cipher_list_that_matches_nothing_is_one_line_at_start(certs: Certs) -> None:
+    result = run_cli([*certs.args(), "--ssl-ciphers", "NO-SUCH-CIPHER"])
+    assert result.returncode != 0
+    assert "--ssl-ciphers 'NO-SUCH-CIPHER': no cipher matches this list" in result.stderr
+
+
 def test_a_wrong_key_password_is_one_line_before_any_worker_starts(certs: Certs, tmp_path: Path) -> None:
     key = encrypted_key(certs, b"right", tmp_path / "enc.pem")
     args = ["--ssl-certfile", certs.cert_file, "--ssl-keyfile", key, "--ssl-keyfile-password", "wrong"]
