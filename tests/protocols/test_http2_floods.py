@@ -17,6 +17,7 @@ from hyperframe.frame import (
     HeadersFrame,
     PingFrame,
     SettingsFrame,
+    WindowUpdateFrame,
 )
 
 from tests.apps.basic import echo
@@ -126,3 +127,26 @@ def test_a_normal_client_is_far_from_every_limit(server: RunningServer) -> None:
     with httpx.Client(http1=False, http2=True) as client:
         for _ in range(100):
             assert client.get(f"http://127.0.0.1:{server.port}/").status_code == 200
+
+
+def test_the_http2_settings_options_are_what_the_server_announces() -> None:
+    options = {
+        "http2_max_concurrent_streams": 7,
+        "http2_initial_stream_window_size": 100_000,
+        "http2_initial_connection_window_size": 1_000_000,
+        "http2_max_frame_size": 32_768,
+        "http2_max_headers_size": 8_192,
+    }
+    with running_server(echo, **options) as srv, RawH2(srv.port) as client:
+        frames = []
+        while not any(isinstance(f, WindowUpdateFrame) and f.stream_id == 0 for f in frames):
+            frame = client.next_frame(10.0)
+            assert frame is not None, frames
+            frames.append(frame)
+        (settings,) = [f for f in frames if isinstance(f, SettingsFrame) and "ACK" not in f.flags]
+        assert settings.settings[SettingsFrame.MAX_CONCURRENT_STREAMS] == 7
+        assert settings.settings[SettingsFrame.INITIAL_WINDOW_SIZE] == 100_000
+        assert settings.settings[SettingsFrame.MAX_FRAME_SIZE] == 32_768
+        assert settings.settings[SettingsFrame.MAX_HEADER_LIST_SIZE] == 8_192
+        (update,) = [f for f in frames if isinstance(f, WindowUpdateFrame)]
+        assert 65_535 + update.window_increment == 1_000_000  # the connection window, opened
