@@ -99,7 +99,14 @@ class Waker:
             self._scheduled = False
         for waiter in pending:
             if not waiter.done():
-                waiter.set_result(None)
+                try:
+                    waiter.set_result(None)
+                except Exception as exc:
+                    # What asyncio does with a callback that fails (a direct request runs
+                    # connection code here): report it, and wake the rest of the batch.
+                    self._loop.call_exception_handler(
+                        {"message": "waking a WSGI request failed", "exception": exc}
+                    )
 
 
 class Exchange:

@@ -281,6 +281,30 @@ def test_waker_resolves_many_waiters_with_one_loop_call() -> None:
         loop.close()
 
 
+class _Failing:
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, result: None, /) -> None:
+        raise RuntimeError("connection code failed")
+
+
+def test_a_waiter_that_fails_is_reported_and_the_rest_of_the_batch_still_wakes() -> None:
+    loop = asyncio.new_event_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    waker = Waker(loop)
+    before, after = loop.create_future(), loop.create_future()
+    try:
+        for waiter in (before, _Failing(), after):
+            waker.wake(waiter)
+        loop.run_until_complete(asyncio.wait_for(asyncio.gather(before, after), 5))
+        (context,) = reported
+        assert str(context["exception"]) == "connection code failed"
+    finally:
+        loop.close()
+
+
 def test_waker_on_a_closed_loop_raises() -> None:
     loop = asyncio.new_event_loop()
     waker = Waker(loop)
