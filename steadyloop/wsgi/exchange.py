@@ -244,12 +244,7 @@ class Exchange:
             self.aborted = True  # complete: a later write() from the app raises Aborted
             self._out = []
         status, headers = out[0][1]
-        if not blocks:
-            body = b""
-        elif len(blocks) == 1:
-            body = blocks[0]
-        else:
-            body = b"".join(blocks)
+        body = b"".join(blocks)  # b"" for none; the one block itself for one
         return status, headers, body
 
     def abort(self) -> None:

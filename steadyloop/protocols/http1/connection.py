@@ -171,7 +171,9 @@ class Http1Connection(asyncio.Protocol):
             self.server = (sock_name, None)
         self.proxy_trusted = state.trusts(self.client[0] if self.client else None)
         # What every request's scope on this connection shares; each request copies it (a
-        # dict copy is cheaper than building a 14-key dict) and fills in its own entries.
+        # dict copy is cheaper than building a 14-key dict) and fills in its own entries
+        # (method, path, raw_path, query_string, headers, state: placeholders here, which
+        # keep the keys in the order apps see them).
         self.scope_base = {
             "type": "http",
             "asgi": _ASGI,
@@ -180,7 +182,7 @@ class Http1Connection(asyncio.Protocol):
             "client": self.client,
             "scheme": self.scheme,
             "method": "GET",
-            "root_path": state.config.root_path,
+            "root_path": self.root_path,
             "path": "/",
             "raw_path": b"/",
             "query_string": b"",
@@ -188,7 +190,7 @@ class Http1Connection(asyncio.Protocol):
             "state": {},
             "extensions": self.extensions,
         }
-        limit = state.config.limits.concurrency
+        limit = self.concurrency
         if limit is not None and len(state.connections) > limit:
             self._refuse(503, "too many connections")
 

@@ -37,7 +37,10 @@ H2_EXTENSIONS: dict[str, dict[str, Any]] = {**EXTENSIONS, "http.response.trailer
 # "A field name MUST NOT contain characters in the ranges 0x00-0x20, 0x41-0x5a, or
 # 0x7f-0xff" and, pseudo-headers aside, "MUST NOT include a colon" -- RFC 9113 §8.2.1
 _name_ok = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+").fullmatch
-_CONNECTION_FIELDS = frozenset(
+# HTTP/1.1 connection-specific fields mean nothing in HTTP/2: "An endpoint MUST NOT
+# generate an HTTP/2 message containing connection-specific header fields" -- RFC 9113
+# §8.2.2; a request carrying one is malformed, and the stream drops them from responses.
+CONNECTION_FIELDS = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
 _WHITESPACE = b" \t"
@@ -68,7 +71,7 @@ def _check_value(name: bytes, value: bytes) -> None:
 
 
 def _check_name(name: bytes) -> None:
-    if name in _CONNECTION_FIELDS:
+    if name in CONNECTION_FIELDS:
         raise MalformedHeaders(f"connection-specific field {name!r}")
     if not _name_ok(name):
         raise MalformedHeaders(f"invalid field name {name!r}")

@@ -21,12 +21,8 @@ from typing import Any, Protocol
 from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
 from steadyloop.asgi.types import Message
 from steadyloop.protocols.http2 import sendpath
+from steadyloop.protocols.http2.requests import CONNECTION_FIELDS
 
-# HTTP/1.1 connection-specific fields have no meaning in HTTP/2: "An endpoint MUST NOT
-# generate an HTTP/2 message containing connection-specific header fields" -- RFC 9113 §8.2.2
-_CONNECTION_FIELDS = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
 FILE_CHUNK = 256 * 1024
 # Response fields as the app gave them -> as sent (lower-cased name; None: a connection-specific
 # field, dropped), for fields already checked. An app sends the same few fields again and again.
@@ -40,7 +36,7 @@ def _field(field: Any) -> tuple[bytes, bytes] | None:
     """A response field checked and lower-cased; None: dropped. Raises on CR, LF or NUL."""
     name, value = field
     name = bytes(name).lower()
-    if name in _CONNECTION_FIELDS:
+    if name in CONNECTION_FIELDS:
         pair = None
     else:
         value = bytes(value)
