@@ -2,9 +2,9 @@
 
     WSGIBridge(app, threads=40)      what `resolve_app` builds for a WSGI app
 
-To the server the bridge is an ordinary ASGI app, so keep-alive, pipelining,
-limits, strict parsing, timeouts and graceful shutdown are the same code
-paths as for ASGI apps. Per request:
+To the server the bridge is an ASGI app, so keep-alive, pipelining, limits,
+strict parsing, timeouts and graceful shutdown are the code paths ASGI apps
+get (with the HTTP/1.1 shortcut below). Per request:
 
     loop:    http scope -> submit a job to the pool -> Exchange.pump: send / receive
     thread:  build_environ -> app(environ, start_response) -> iterate -> close()
