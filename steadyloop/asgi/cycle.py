@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from steadyloop.asgi.types import Message, Scope
@@ -87,9 +87,6 @@ class RequestCycle:
     # Why the response ended early, for the access log ("write timeout", ...); "" if it did not.
     cut_short = ""
     _request_id: str | None = None
-    # Called once the client is gone, for an app that serves the request without a task of
-    # its own (the WSGI bridge's direct path): it has no receive() waiting to hear it.
-    on_gone: Callable[[], None] | None = None
 
     def __init__(self, conn: CycleOwner, scope: Scope, head: RequestHead, started_at: float) -> None:
         self.conn = conn
@@ -133,10 +130,6 @@ class RequestCycle:
     def on_disconnect(self) -> None:
         self.disconnected = True
         self._wake()
-        on_gone = self.on_gone
-        if on_gone is not None:
-            self.on_gone = None
-            on_gone()
 
     def _wake(self) -> None:
         waiter = self.waiter

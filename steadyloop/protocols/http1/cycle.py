@@ -62,11 +62,18 @@ class Http1Cycle(RequestCycle):
     writer: BodyWriter = NO_BODY  # the framing, once the head is out
     sendfile_job: SendfileJob | None = None  # set while a pathsend is on a pool thread
     task: asyncio.Task[None] | None = None  # the app's task, once it runs
+    # Called once the client is gone, for an app that serves the request without a task of
+    # its own (the WSGI bridge's direct path): it has no receive() waiting to hear it.
+    on_gone: Callable[[], None] | None = None
 
     def on_disconnect(self) -> None:
         if self.sendfile_job is not None:
             self.sendfile_job.stop.set()
         super().on_disconnect()
+        on_gone = self.on_gone
+        if on_gone is not None:
+            self.on_gone = None
+            on_gone()
 
     def _send_continue(self) -> None:
         if not self.head_written:
