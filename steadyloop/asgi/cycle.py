@@ -23,8 +23,9 @@ import asyncio
 import itertools
 import os
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from steadyloop.asgi.errors import ClientDisconnected as ClientDisconnected
 from steadyloop.asgi.types import Message, Scope
 
 if TYPE_CHECKING:
@@ -44,10 +45,6 @@ def request_id_for(headers: list[tuple[bytes, bytes]]) -> str:
     return f"{os.getpid():x}-{next(_request_numbers):x}"
 
 
-class ClientDisconnected(OSError):
-    """Raised by `send` once the client has gone away (ASGI spec 2.4)."""
-
-
 class CycleOwner(Protocol):
     """What a cycle needs from the connection (or stream) that carries it."""
 
@@ -61,15 +58,19 @@ class CycleOwner(Protocol):
 
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
+# The carrier's type, for each protocol's cycle: generic rather than narrowed in the subclass,
+# which mypyc refuses (an attribute's type is checked at run time in a compiled class).
+OwnerT = TypeVar("OwnerT", bound=CycleOwner)
 
 
-class RequestCycle:
+class RequestCycle(Generic[OwnerT]):
     # Class-level defaults: a new cycle only stores what differs, which is measurable on the
     # hot path (one cycle per request). Instances shadow these on first assignment.
     # Request body, fed by the connection.
     # Body pieces not yet received by the app: a list once the first arrives (most requests
     # have no body, and then no list is built).
-    chunks: list[bytes] | tuple[()] = ()
+    # (Not `tuple[()]`: mypyc mis-compiles `not self.chunks` on a union with the empty tuple.)
+    chunks: list[bytes] | tuple[bytes, ...] = ()
     body_size = 0
     body_complete = False
     final_body_delivered = False
@@ -81,14 +82,16 @@ class RequestCycle:
     response_started = False
     response_complete = False
     head_written = False  # the first bytes of the response are out: no other answer is possible
-    status = 0
+    # What the app gave, unchecked until the head is built: Any, not int, so that a compiled
+    # build (mypyc checks declared types at run time) fails the same way as the pure one.
+    status: Any = 0
     response_headers: Any = ()
     bytes_sent = 0
     # Why the response ended early, for the access log ("write timeout", ...); "" if it did not.
     cut_short = ""
     _request_id: str | None = None
 
-    def __init__(self, conn: CycleOwner, scope: Scope, head: RequestHead, started_at: float) -> None:
+    def __init__(self, conn: OwnerT, scope: Scope, head: RequestHead, started_at: float) -> None:
         self.conn = conn
         self.scope = scope
         self.head = head
@@ -241,10 +244,11 @@ class RequestCycle:
 
     # -- the protocol's part -----------------------------------------------------------------
 
-    def _send_body(self, body: bytes, more: bool) -> bool:
+    # The app's values as given (Any: see `status`); bytes and bool when the app follows ASGI.
+    def _send_body(self, body: Any, more: Any) -> bool:
         raise NotImplementedError
 
-    async def _send_file(self, path: str) -> None:
+    async def _send_file(self, path: Any) -> None:
         raise NotImplementedError
 
     def _send_continue(self) -> None:

@@ -13,16 +13,16 @@ import time
 from collections.abc import Iterable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
 from steadyloop.http.errors import ResponseError
 from steadyloop.http.grammar import TOKEN
 from steadyloop.http.writers import FRAMING_CHUNKED, FRAMING_CLOSE, FRAMING_LENGTH, FRAMING_NONE
 
-_STATUS_LINES: dict[int, bytes] = {}
+_STATUS_LINES: dict[Any, bytes] = {}  # Any: looked up with whatever status the app gave
 
 
-def status_line(status: int) -> bytes:
+def status_line(status: Any) -> bytes:
     line = _STATUS_LINES.get(status)
     if line is None:
         if not isinstance(status, int) or not 100 <= status <= 999:
@@ -81,7 +81,7 @@ _TRANSFER_ENCODING: Final = 2
 _CONNECTION: Final = 3
 # Names seen before, with what they mean to the server. Apps use a handful of names, so
 # this stays small; it is bounded anyway so that hostile apps cannot grow it forever.
-_NAME_KINDS: dict[bytes, int] = {
+_NAME_KINDS: dict[Any, int] = {  # Any: looked up with whatever name the app gave
     b"content-length": _CONTENT_LENGTH,
     b"transfer-encoding": _TRANSFER_ENCODING,
     b"connection": _CONNECTION,
@@ -89,7 +89,7 @@ _NAME_KINDS: dict[bytes, int] = {
 _NAME_CACHE_LIMIT = 1024
 
 
-def _name_kind(name: bytes) -> int:
+def _name_kind(name: Any) -> int:
     kind = _NAME_KINDS.get(name)
     if kind is not None:
         return kind
@@ -110,14 +110,14 @@ def _name_kind(name: bytes) -> int:
 # bytes subclass) is found too and gets the remembered line: the same bytes on the wire as
 # for the bytes pair, though built fresh it would be refused as "not bytes". Checking the
 # types on every hit cost ~900 instructions per request (1.3%), so that is left as it is.
-_LINES: dict[tuple[bytes, bytes], tuple[bytes, int, int]] = {}
+_LINES: dict[Any, tuple[bytes, int, int]] = {}
 _LINES_LIMIT = 1024
 _LINE_MAX = 256
 
 
 def build_head(
-    status: int,
-    headers: Iterable[tuple[bytes, bytes]],
+    status: Any,
+    headers: Iterable[Any],
     extra: bytes,
     body_allowed: bool,
     body_length: int,
@@ -137,7 +137,7 @@ def build_head(
     content_length = -1
     app_closes = False
     lines = _LINES
-    new: list[tuple[tuple[bytes, bytes], tuple[bytes, int, int]]] | None = None
+    new: list[tuple[Any, tuple[bytes, int, int]]] | None = None
     for item in headers:
         try:
             known = lines.get(item)
@@ -194,7 +194,7 @@ def build_head(
     return b"".join(parts), framing, content_length, keep_alive
 
 
-def _header_line(item: tuple[bytes, bytes]) -> tuple[bytes, int, int]:
+def _header_line(item: Any) -> tuple[bytes, int, int]:
     """(line, kind, number) for one of the app's header pairs, not yet checked for CR, LF or
     NUL in the value (build_head scans the whole block once)."""
     name, value = item

@@ -102,7 +102,7 @@ class ServerState:
                 waiter.set_result(None)
 
 
-def log_request(access_log: AccessLog, cycle: RequestCycle) -> None:
+def log_request(access_log: AccessLog, cycle: RequestCycle[Any]) -> None:
     """One access-log line for a finished request, over any protocol: what the app saw (the
     client a trusted proxy named, the path below --root-path), as uvicorn shows it."""
     scope = cycle.scope

@@ -57,8 +57,7 @@ class Http1Owner(Protocol):
     def state(self) -> _ServerHeaders: ...
 
 
-class Http1Cycle(RequestCycle):
-    conn: Http1Owner
+class Http1Cycle(RequestCycle[Http1Owner]):
     writer: BodyWriter = NO_BODY  # the framing, once the head is out
     sendfile_job: SendfileJob | None = None  # set while a pathsend is on a pool thread
     task: asyncio.Task[None] | None = None  # the app's task, once it runs
@@ -106,7 +105,7 @@ class Http1Cycle(RequestCycle):
         self.head_written = True
         return head, framing, content_length
 
-    def _send_body(self, body: bytes, more: bool) -> bool:
+    def _send_body(self, body: Any, more: Any) -> bool:
         """Write one body message; True when the app must wait for the client to drain.
 
         A plain function, not a coroutine: most responses never wait, and an await per
@@ -148,7 +147,7 @@ class Http1Cycle(RequestCycle):
             return False
         return self.conn.write_paused
 
-    def _frame(self, body: bytes) -> bytes:
+    def _frame(self, body: Any) -> bytes:
         writer = self.writer
         if not body or writer is NO_BODY:
             return b""  # HEAD, 204, 304: the body is dropped, never written
@@ -159,7 +158,7 @@ class Http1Cycle(RequestCycle):
         self.bytes_sent += len(body)
         return data
 
-    async def _send_file(self, path: str) -> None:
+    async def _send_file(self, path: Any) -> None:
         """http.response.pathsend: the whole file as the rest of the body, via sendfile."""
         loop = self.conn.loop
         with open(path, "rb") as file:

@@ -71,10 +71,9 @@ class Http2Owner(Protocol):
     def extra_headers(self) -> list[tuple[bytes, bytes]]: ...
 
 
-class Http2StreamCycle(RequestCycle):
-    conn: Http2Owner
+class Http2StreamCycle(RequestCycle[Http2Owner]):
     stream_id = 0
-    pending = b""  # response body waiting for flow-control window
+    pending: Any = b""  # response body waiting for flow-control window (as the app gave it)
     end_pending = False  # the body ends once `pending` is out
     trailers_expected = False  # the app announced trailers (http.response.trailers)
     trailers: list[tuple[bytes, bytes]] | None = None
@@ -141,7 +140,7 @@ class Http2StreamCycle(RequestCycle):
         if end:
             self.stream_ended = True
 
-    def _write_whole(self, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+    def _write_whole(self, headers: list[tuple[bytes, bytes]], body: Any) -> bool:
         """The whole response at once (head and a body that fits the windows and one frame):
         HEADERS and DATA with END_STREAM in one step. False: nothing written."""
         if not sendpath.send_response(self.conn.h2, self.stream_id, headers, body):
@@ -158,7 +157,7 @@ class Http2StreamCycle(RequestCycle):
         status = self.status
         return self.is_head or status == 204 or status == 304 or status < 200
 
-    def _send_body(self, body: bytes, more: bool) -> bool:
+    def _send_body(self, body: Any, more: Any) -> bool:
         if not self.head_written:
             if self._no_body():
                 self._write_head(end=True)
@@ -261,7 +260,7 @@ class Http2StreamCycle(RequestCycle):
         if self.disconnected:
             raise ClientDisconnected("client disconnected")
 
-    async def _send_file(self, path: str) -> None:
+    async def _send_file(self, path: Any) -> None:
         """http.response.pathsend: the file as DATA frames, read on a pool thread."""
         loop = self.conn.loop
         with open(path, "rb") as file:

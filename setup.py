@@ -1,0 +1,108 @@
+"""Build steadyloop, compiling the request hot path with mypyc where it can.
+
+The package is pure Python and stays complete without this step: the modules below
+are also shipped as .py files, and a compiled module (.so) next to its .py is what
+Python imports first. So whenever compiling is not possible (mypyc missing, no C
+compiler, a compile error) the build goes on without the extensions and installs the
+pure-Python package, with a warning saying why. See docs/design.md, "The compiled build".
+
+    pip install .                          compiled where a C compiler is found, else pure
+    STEADYLOOP_PURE_PYTHON=1 pip install . pure Python, nothing compiled
+    pip install -e .                       pure Python (edit and run, no rebuild)
+    STEADYLOOP_COMPILE=1 pip install -e .  compiled in place (rebuild after each edit)
+
+Everything else about the package (metadata, dependencies, data files) is in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+# The request hot path, by instructions per request (bench/instructions.py; docs/design.md
+# lists the figures). Only these are compiled: elsewhere Python is not the wall, and every
+# compiled module costs build time and loses Python frames in tracebacks and stack dumps.
+HOT_MODULES = [
+    "steadyloop/asgi/cycle.py",
+    "steadyloop/http/parser.py",
+    "steadyloop/http/response.py",
+    "steadyloop/protocols/http1/connection.py",
+    "steadyloop/protocols/http1/cycle.py",
+    "steadyloop/protocols/http2/stream.py",
+]
+
+
+def _warn(message: str) -> None:
+    # pip shows a build's output only with -v, or when the build fails; stderr and a banner
+    # make the line easy to find in a CI log.
+    print(f"\n*** steadyloop: {message}\n", file=sys.stderr, flush=True)
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _editable() -> bool:
+    # PEP 660 (`pip install -e .`) runs the `editable_wheel` command; old pips run `develop`.
+    return any(arg in ("editable_wheel", "develop") for arg in sys.argv[1:])
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext whose failure leaves a pure-Python build instead of a failed install."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # any compiler or toolchain error: fall back, say why
+            self._drop_outputs()
+            _warn(f"compiling the hot path with mypyc failed ({exc}); installing pure Python")
+
+    def _drop_outputs(self) -> None:
+        # mypyc's modules import one shared library: a half-built set would fail at import,
+        # so none of them may be installed.
+        for path in self.get_outputs():
+            if os.path.exists(path):
+                os.remove(path)
+        self.extensions = []
+        self.distribution.ext_modules = []
+
+
+def _metadata_only() -> bool:
+    # pip asks for the build requirements and the metadata before it builds; those steps
+    # need no compiling, and mypyc's type check takes seconds each time.
+    commands = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
+    return bool(commands) and commands[0] in ("egg_info", "dist_info", "sdist", "clean")
+
+
+def _extensions() -> list[Any]:
+    if _metadata_only():
+        return []
+    if _flag("STEADYLOOP_PURE_PYTHON"):
+        _warn("STEADYLOOP_PURE_PYTHON is set: building pure Python")
+        return []
+    if _editable() and not _flag("STEADYLOOP_COMPILE"):
+        # An editable install is for working on the code: edits must take effect without a
+        # rebuild, which compiled modules (preferred to the .py beside them) would prevent.
+        return []
+    if sys.implementation.name != "cpython":
+        _warn(f"mypyc compiles for CPython only, not {sys.implementation.name}: building pure Python")
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError as exc:
+        _warn(f"mypyc is not available ({exc}); building pure Python")
+        return []
+    try:
+        # One shared library for the group, named for the package (else a hash of the module
+        # list): it installs at the top of site-packages as steadyloop__mypyc.*.so.
+        return list(mypycify(HOT_MODULES, opt_level="3", group_name="steadyloop"))
+    except BaseException as exc:  # mypy reports type errors with SystemExit
+        _warn(f"mypyc could not compile the hot path ({exc!r}); building pure Python")
+        return []
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
