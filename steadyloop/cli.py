@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from steadyloop import __version__
+from steadyloop import __version__, build
 from steadyloop.config import ConfigError
 from steadyloop.envfile import load_env_file
 from steadyloop.options import (
@@ -75,6 +75,15 @@ class _Parser(argparse.ArgumentParser):
         return ""
 
 
+class _VersionAction(argparse.Action):
+    """--version, with the build (compiled or pure): worked out only when asked, since it
+    imports the hot-path modules."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        sys.stdout.write(f"steadyloop {__version__}, {build.describe()}\n")
+        parser.exit()
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="steadyloop",
@@ -93,7 +102,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "app", nargs="?", metavar="APP", help="the app as module:attribute (default: the demo app)"
     )
-    parser.add_argument("--version", action="version", version=f"steadyloop {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, nargs=0, help="show the version and build, then exit"
+    )
     for title, options in GROUPS:
         group = parser.add_argument_group(title)
         for option in options:
