@@ -33,6 +33,8 @@ HOT_MODULES = [
     "steadyloop/protocols/http1/connection.py",
     "steadyloop/protocols/http1/cycle.py",
     "steadyloop/protocols/http2/stream.py",
+    "steadyloop/wsgi/bridge.py",
+    "steadyloop/wsgi/exchange.py",
 ]
 
 # mypy's options for the compile, on top of pyproject.toml's [tool.mypy]. The installed

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 from steadyloop.asgi.types import Receive, Send
+from steadyloop.wsgi.aborted import Aborted as Aborted
 
 START: Final = 0  # (status, headers)
 BODY: Final = 1  # bytes
@@ -48,10 +49,6 @@ ERROR: Final = 4  # the app's exception, raised in the request's task
 HIGH_WATER = 128 * 1024  # queued response bytes before the app's thread waits
 LOW_WATER = 32 * 1024
 _WAIT_SLICE = 1.0  # a waiting thread checks this often that the loop is still alive
-
-
-class Aborted(OSError):
-    """The client went away or the server gave up on this request; raised in the app's thread."""
 
 
 class Wakeable(Protocol):
