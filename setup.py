@@ -114,7 +114,7 @@ def _extensions() -> list[Any]:
         # One shared library for the group, named for the package (else a hash of the module
         # list): it installs at the top of site-packages as steadyloop__mypyc.*.so.
         return list(mypycify([*_MYPY_FLAGS, *HOT_MODULES], opt_level="3", group_name="steadyloop"))
-    except BaseException as exc:  # mypy reports type errors with SystemExit
+    except (Exception, SystemExit) as exc:  # mypy reports type errors with SystemExit
         _warn(f"mypyc could not compile the hot path ({exc!r}); building pure Python")
         return []
 
