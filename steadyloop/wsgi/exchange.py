@@ -243,6 +243,10 @@ class Exchange:
                 blocks.append(payload)
             self.aborted = True  # complete: a later write() from the app raises Aborted
             self._out = []
+            if self._cond is not None:
+                # A response above the high-water mark left its thread waiting in post_all
+                # for a drain that nobody reports now: free it (it raises Aborted and goes on).
+                self._cond.notify_all()
         status, headers = out[0][1]
         body = b"".join(blocks)  # b"" for none; the one block itself for one
         return status, headers, body
