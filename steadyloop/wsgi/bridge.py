@@ -83,10 +83,8 @@ class _Direct:
         if response is None:
             cycle.conn.direct_to_task(cycle, self.bridge._pump(exchange, cycle.receive, cycle.send))
             return
-        status, headers, body = response
         try:
-            cycle.send({"type": "http.response.start", "status": status, "headers": headers})
-            cycle.send({"type": "http.response.body", "body": body, "more_body": False})
+            cycle.respond(*response)
         except Exception as exc:  # refused headers (500), a client that just left
             cycle.conn.direct_done(cycle, exc)
             return

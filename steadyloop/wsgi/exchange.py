@@ -44,6 +44,7 @@ BODY: Final = 1  # bytes
 FILE: Final = 2  # a path: the rest of the response is this file, sent with sendfile
 END: Final = 3  # None
 ERROR: Final = 4  # the app's exception, raised in the request's task
+WHOLE: Final = 5  # (status, headers, body): the whole response, given at once (post_whole)
 
 HIGH_WATER = 128 * 1024  # queued response bytes before the app's thread waits
 LOW_WATER = 32 * 1024
@@ -165,6 +166,20 @@ class Exchange:
             if self._out_bytes > self.high:
                 self._wait_locked(self._drained)
 
+    def post_whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Queue a whole response (head, body, end) as one piece: what `post_all` does with the
+        three, for the common response an app gives as a list. Raises Aborted."""
+        with self._lock:
+            if self.aborted:
+                raise Aborted("client disconnected")
+            self._out.append((WHOLE, (status, headers, body)))
+            self._unfinished += 1
+            self._out_bytes += len(body)
+            if self._waiter is not None:
+                self._wake_locked()
+            if self._out_bytes > self.high:
+                self._wait_locked(self._drained)
+
     def _drained(self) -> bool:
         return self._out_bytes <= self.low
 
@@ -234,22 +249,28 @@ class Exchange:
         wanted, a file, an error): `pump` deals with those."""
         with self._lock:
             out = self._out
-            if self._want_body or len(out) < 2 or out[0][0] != START or out[-1][0] != END:
+            if self._want_body or not out:
                 return None
-            blocks = []
-            for kind, payload in out[1:-1]:
-                if kind != BODY:
+            if len(out) == 1 and out[0][0] == WHOLE:
+                response: tuple[int, list[tuple[bytes, bytes]], bytes] = out[0][1]
+            else:
+                # Pieces posted one by one (an iterable that ended before the loop woke).
+                if len(out) < 2 or out[0][0] != START or out[-1][0] != END:
                     return None
-                blocks.append(payload)
+                blocks = []
+                for kind, payload in out[1:-1]:
+                    if kind != BODY:
+                        return None
+                    blocks.append(payload)
+                status, headers = out[0][1]
+                response = status, headers, b"".join(blocks)  # b"" for none; the block itself for one
             self.aborted = True  # complete: a later write() from the app raises Aborted
             self._out = []
             if self._cond is not None:
                 # A response above the high-water mark left its thread waiting in post_all
                 # for a drain that nobody reports now: free it (it raises Aborted and goes on).
                 self._cond.notify_all()
-        status, headers = out[0][1]
-        body = b"".join(blocks)  # b"" for none; the one block itself for one
-        return status, headers, body
+        return response
 
     def abort(self) -> None:
         """The request is over for the loop (client gone, task cancelled, response complete):
@@ -327,6 +348,11 @@ class Exchange:
                 settled += 1
             elif kind == END:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return True
+            elif kind == WHOLE:
+                status, headers, body = payload
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body, "more_body": False})
                 return True
             elif kind == FILE:
                 await send({"type": "http.response.pathsend", "path": payload})

@@ -129,6 +129,16 @@ def _send_sequence(response: Response, blocks: list[bytes] | tuple[bytes, ...]) 
     """A response given whole (the common case): everything posted at once, one wake-up."""
     if response.status is None:
         raise AppError("the WSGI app returned without calling start_response()")
+    if not response.headers_sent:
+        # Head, body and end in one piece: the loop writes it with one call.
+        if len(blocks) == 1 and type(blocks[0]) is bytes:
+            body = blocks[0]
+        else:
+            body = b"".join([block if type(block) is bytes else _as_bytes(block) for block in blocks])
+        response.headers_sent = True
+        response.exchange.post_whole(response.status, response.headers, body)
+        return
+    # write() sent the head already: the rest is body, then the end.
     pieces: list[tuple[int, Any]] = []
     size = 0
     for block in blocks:
@@ -137,9 +147,6 @@ def _send_sequence(response: Response, blocks: list[bytes] | tuple[bytes, ...]) 
         if block:
             pieces.append((BODY, block))
             size += len(block)
-    if not response.headers_sent:
-        response.headers_sent = True
-        pieces.insert(0, (START, (response.status, response.headers)))
     pieces.append((END, None))
     response.exchange.post_all(pieces, size)
 

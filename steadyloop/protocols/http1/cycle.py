@@ -75,6 +75,19 @@ class Http1Cycle(RequestCycle):
             self.on_gone = None
             on_gone()
 
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A whole response in one call, for an app served without a task (the WSGI bridge's
+        direct path): what `send` does with http.response.start and then the one final
+        http.response.body, without building the two messages. Errors raise at the call."""
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected")
+        if self.response_started:
+            raise RuntimeError(self._out_of_order("http.response.start"))
+        self.response_started = True
+        self.status = status
+        self.response_headers = headers
+        self._send_body(body, False)
+
     def _send_continue(self) -> None:
         if not self.head_written:
             self.conn.write_through(_CONTINUE)
