@@ -63,8 +63,17 @@ class Response:
                 exc_info = None  # no reference cycle through the traceback
         elif self.status is not None:
             raise AppError("start_response() called a second time without exc_info")
-        self.status = _status_code(status)
-        self.headers, self.content_length = _encode_headers(headers)
+        code = _STATUS_CODES.get(status) if type(status) is str else None
+        self.status = code if code is not None else _status_code(status)
+        try:
+            known = _HEADER_LISTS.get(tuple(headers)) if type(headers) is list else None
+        except TypeError:  # an unhashable item: not a valid header either (refused below)
+            known = None
+        if known is not None:
+            self.headers = list(known[0])  # the app's own list: _try_sendfile may add to it
+            self.content_length = known[1]
+        else:
+            self.headers, self.content_length = _encode_headers(headers)
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -173,19 +182,35 @@ def _try_sendfile(response: Response, wrapper: FileWrapper) -> bool:
     return True
 
 
+# Status strings seen before -> their code: apps use a handful. Bounded, and only exact str
+# keys go in (a str subclass is refused as before, so it never reaches a lookup).
+_STATUS_CODES: dict[str, int] = {}
+_STATUS_CODES_LIMIT = 256
+
+
 def _status_code(status: str) -> int:
     if type(status) is not str:
         raise AppError(f"WSGI status must be a str like '200 OK', not {status!r}")
     code = status[:3]
     if len(code) != 3 or not code.isdigit() or (len(status) > 3 and status[3] != " "):
         raise AppError(f"invalid WSGI status {status!r}")
-    return int(code)
+    number = int(code)
+    if len(_STATUS_CODES) < _STATUS_CODES_LIMIT and len(status) <= _CACHED_VALUE_MAX:
+        _STATUS_CODES[status] = number
+    return number
 
 
 # (name, value) as the app gave it -> the encoded pair. Apps send the same few headers over
 # and over (Content-Type: text/html); bounded, so unique values (cookies) stop filling it.
 _ENCODED: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 _ENCODED_LIMIT = 1024
+# Whole header lists seen before (as a tuple of the app's pairs) -> (encoded pairs,
+# Content-Length): most views send the same list every time, found with one lookup. Only
+# lists of short (str, str) tuples go in, and only so many.
+_HEADER_LISTS: dict[tuple[tuple[str, str], ...], tuple[tuple[tuple[bytes, bytes], ...], int | None]] = {}
+_HEADER_LISTS_LIMIT = 256
+_HEADER_LIST_MAX = 32  # items
+_CACHED_VALUE_MAX = 256  # characters
 
 
 def _encode_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[bytes, bytes]], int | None]:
@@ -193,6 +218,7 @@ def _encode_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[bytes, b
         raise AppError(f"WSGI response headers must be a list, not {type(headers).__name__}")
     encoded: list[tuple[bytes, bytes]] = []
     content_length: int | None = None
+    cacheable = len(headers) <= _HEADER_LIST_MAX
     for item in headers:
         try:
             pair = _ENCODED.get(item) if type(item) is tuple else None
@@ -203,7 +229,16 @@ def _encode_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[bytes, b
         raw_name, raw_value = pair
         if raw_name == b"content-length" and raw_value.isdigit():
             content_length = int(raw_value)  # an invalid one is refused by the connection
+        if cacheable and not (
+            type(item) is tuple
+            and type(item[0]) is str
+            and type(item[1]) is str
+            and len(item[1]) <= _CACHED_VALUE_MAX
+        ):
+            cacheable = False
         encoded.append(pair)
+    if cacheable and len(_HEADER_LISTS) < _HEADER_LISTS_LIMIT:
+        _HEADER_LISTS[tuple(headers)] = (tuple(encoded), content_length)
     return encoded, content_length
 
 

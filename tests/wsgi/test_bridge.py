@@ -454,3 +454,25 @@ def test_a_whole_large_response_frees_its_thread_once_handed_over(monkeypatch: p
         finally:
             first.close()
             second.close()
+
+
+def _same_header_list(environ: dict[str, Any], start_response: Any) -> Any:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Same", "yes")])
+    if environ["PATH_INFO"] == "/file":
+        return environ["wsgi.file_wrapper"](open(environ["QUERY_STRING"], "rb"))
+    return [b"abc"]
+
+
+def test_a_header_list_seen_before_is_not_changed_by_a_file_response(tmp_path: Path) -> None:
+    """Header lists are remembered once encoded; a file sent with sendfile adds its
+    Content-Length to its own response's list, never to the remembered one."""
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"z" * 1000)
+    with running_server(_same_header_list, threads=1) as running, RawClient.connect(running.port) as c:
+        for _ in range(2):
+            plain = c.request(b"GET", b"/plain")
+            assert plain.status == 200 and plain.body == b"abc"
+            assert plain.header(b"content-length") == b"3" and plain.header(b"x-same") == b"yes"
+            sent = c.request(b"GET", b"/file?" + str(data).encode())
+            assert sent.status == 200 and sent.body == b"z" * 1000
+            assert sent.header_all(b"content-length") == [b"1000"]
