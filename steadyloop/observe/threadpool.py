@@ -187,7 +187,7 @@ class PoolStats:
                 self.long_waits += 1
                 report = not ticket.reported
                 ticket.reported = True
-            busy, queued = self.busy, len(self._waiting)
+                busy, queued = self.busy, len(self._waiting)
         if report:
             # `busy` already counts this task; the pool was full while it waited.
             self._report(f"{ticket.what()} waited {wait * 1000:.0f} ms", wait, busy, queued)

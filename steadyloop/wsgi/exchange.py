@@ -172,11 +172,17 @@ class Exchange:
         with self._lock:
             if self.aborted:
                 raise Aborted("client disconnected")
+            # Not counted in _unfinished: nothing waits for a whole response to be finished
+            # (flush() is for files), and the loop is done with the exchange once it has it.
             self._out.append((WHOLE, (status, headers, body)))
-            self._unfinished += 1
+            waiter = self._waiter
+            if waiter is not None:  # _wake_locked, inline: this runs once per response
+                self._waiter = None
+                try:
+                    self._waker.wake(waiter)
+                except RuntimeError:  # the loop is closed: nobody will ever take this
+                    self.aborted = True
             self._out_bytes += len(body)
-            if self._waiter is not None:
-                self._wake_locked()
             if self._out_bytes > self.high:
                 self._wait_locked(self._drained)
 

@@ -122,7 +122,8 @@ def run(app: WSGIApp, environ: dict[str, Any], exchange: Exchange) -> None:
         error = AppError(f"WSGI app raised {type(exc).__name__}: {exc}")
         exchange.fail(error.with_traceback(exc.__traceback__))
     finally:
-        close = getattr(result, "close", None)
+        # A list or tuple (the common response) has no close() to call.
+        close = None if type(result) is list or type(result) is tuple else getattr(result, "close", None)
         if close is not None:
             try:
                 close()
