@@ -166,7 +166,7 @@ class Exchange:
             if self._out_bytes > self.high:
                 self._wait_locked(self._drained)
 
-    def post_whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    def post_whole(self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> None:
         """Queue a whole response (head, body, end) as one piece: what `post_all` does with the
         three, for the common response an app gives as a list. Raises Aborted."""
         with self._lock:
@@ -248,7 +248,7 @@ class Exchange:
         """What the thread's first wake-up resolves; set before the job is submitted."""
         self._waiter = waiter
 
-    def take_response(self) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+    def take_response(self) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes] | None:
         """(status, headers, body) when what the thread posted is a whole response that nothing
         was taken from yet (a head, body, the end: a small response given at once), and the
         exchange is over then; None when it is anything else (more to come, the request body
@@ -258,7 +258,7 @@ class Exchange:
             if self._want_body or not out:
                 return None
             if len(out) == 1 and out[0][0] == WHOLE:
-                response: tuple[int, list[tuple[bytes, bytes]], bytes] = out[0][1]
+                response: tuple[int, Sequence[tuple[bytes, bytes]], bytes] = out[0][1]
             else:
                 # Pieces posted one by one (an iterable that ended before the loop woke).
                 if len(out) < 2 or out[0][0] != START or out[-1][0] != END:

@@ -21,7 +21,7 @@ app's error, and the pool thread goes on to the next request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -39,16 +39,19 @@ class AppError(RuntimeError):
 
 
 class Response:
-    """start_response and write() for one request; the app's view of what was sent."""
+    """start_response and write() for one request; the app's view of what was sent.
 
-    __slots__ = ("content_length", "exchange", "headers", "headers_sent", "status")
+    One is made per request, so it has no __init__: the fields start as these class
+    defaults and `run` sets `exchange`.
+    """
 
-    def __init__(self, exchange: Exchange) -> None:
-        self.exchange = exchange
-        self.status: int | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.content_length: int | None = None
-        self.headers_sent = False
+    exchange: Exchange
+    status: int | None = None
+    # Encoded; a tuple shared with the cache when the list was seen before: never changed
+    # in place (a file response builds a new list to add its Content-Length).
+    headers: Sequence[tuple[bytes, bytes]] = ()
+    content_length: int | None = None
+    headers_sent = False
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -70,8 +73,7 @@ class Response:
         except TypeError:  # an unhashable item: not a valid header either (refused below)
             known = None
         if known is not None:
-            self.headers = list(known[0])  # the app's own list: _try_sendfile may add to it
-            self.content_length = known[1]
+            self.headers, self.content_length = known
         else:
             self.headers, self.content_length = _encode_headers(headers)
         return self.write
@@ -101,7 +103,8 @@ class Response:
 
 def run(app: WSGIApp, environ: dict[str, Any], exchange: Exchange) -> None:
     """The whole request on this thread. Never raises: failures go to the exchange."""
-    response = Response(exchange)
+    response = Response()
+    response.exchange = exchange
     result: Iterable[bytes] | None = None
     try:
         result = app(environ, response.start_response)
@@ -174,7 +177,8 @@ def _try_sendfile(response: Response, wrapper: FileWrapper) -> bool:
     response.headers_sent = True
     headers = response.headers
     if response.content_length is None:
-        headers.append((b"content-length", str(size).encode("ascii")))  # HEAD answers get it too
+        # A new list: `headers` may be the cache's. HEAD answers get it too.
+        headers = [*headers, (b"content-length", str(size).encode("ascii"))]
     exchange = response.exchange
     exchange.post(START, (response.status, headers), wake=False)
     exchange.post(FILE, path)

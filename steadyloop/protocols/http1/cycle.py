@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
@@ -75,7 +75,7 @@ class Http1Cycle(RequestCycle):
             self.on_gone = None
             on_gone()
 
-    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    def respond(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> None:
         """A whole response in one call, for an app served without a task (the WSGI bridge's
         direct path): what `send` does with http.response.start and then the one final
         http.response.body, without building the two messages. Errors raise at the call."""
