@@ -10,10 +10,13 @@ get (with the HTTP/1.1 shortcut below). Per request:
     thread:  build_environ -> app(environ, start_response) -> iterate -> close()
 
 Over HTTP/1.1 the connection skips the task when it can (`serve_http1_direct`):
-a response the thread finishes whole (head, body, end: most of them) is handed
-to the request's cycle in the loop callback that the thread's wake-up runs,
-with no asyncio.Task; anything else (a streamed body, wsgi.input, a file, an
-error) gets a task running Exchange.pump from that point, as above.
+a response the thread finishes whole (head, body, end: most of them; a list
+response crosses as one piece) is handed to the request's cycle in the loop
+callback that the thread's wake-up runs, with no asyncio.Task, and the thread
+is free as soon as the loop has it, however large; anything else (a streamed
+body, wsgi.input, a file, an error) gets a task running Exchange.pump from
+that point, as above. Each request is one `_Job`: the pool's job, its own
+wait ticket, and the waiter its first wake-up resolves.
 
 The pool is the bridge's own (`steadyloop.wsgi.pool`, daemon threads, sized
 by `--threads`), not the loop's default executor: the connection sends

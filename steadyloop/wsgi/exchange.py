@@ -2,8 +2,10 @@
 
 The app runs on a pool thread; the socket belongs to the loop. The thread
 never touches the connection: it posts response pieces (START, BODY, FILE,
-END, ERROR) into this exchange and asks it for request body, and the request's
-task on the loop (`pump`) turns them into ASGI `send` and `receive` calls.
+END, ERROR, or WHOLE for a response given as a list) into this exchange and
+asks it for request body, and the request's task on the loop (`pump`) turns
+them into ASGI `send` and `receive` calls; a request served without a task
+takes a whole response with `take_response` instead.
 
 Flow control, both ways:
 
@@ -13,6 +15,8 @@ Flow control, both ways:
   client is not draining, so a slow reader stops the app's iterator, not the
   server's memory. (PEP 3333 allows this: a block is never delayed, it is
   handed to the loop, which keeps transmitting while the app makes the next.)
+  A whole response above `high` holds its thread only until the loop has
+  taken it: the response is complete then, and the thread is told so.
 * Request body: the thread asks for the next chunk only when the app reads
   (`wsgi.input`), and the loop calls `receive()` only then; the connection
   stops reading from the socket while unread body piles up.

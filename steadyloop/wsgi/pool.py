@@ -3,8 +3,8 @@
 Not a `ThreadPoolExecutor`, for two reasons. Its threads are daemon threads:
 a WSGI view stuck forever (a database that never answers) must not keep the
 process alive after graceful shutdown has given up on it, and the executor
-joins its threads at interpreter exit. And jobs carry a `Ticket`, so the time
-each request spends queued for a thread lands in the pool's `PoolStats`.
+joins its threads at interpreter exit. And jobs are `Ticket`s (`PoolJob`), so
+the time each request spends queued for a thread lands in the pool's `PoolStats`.
 
 Jobs must not raise: the bridge's job catches everything itself. A job that
 does raise is logged here and the thread carries on.
