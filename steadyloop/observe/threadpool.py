@@ -63,6 +63,10 @@ class Ticket:
         self.since = since
         self.reported = False
 
+    def what(self) -> str:
+        """The task's name in reports (a subclass that knows its request may name it itself)."""
+        return describe(self.label)
+
 
 def describe(label: object) -> str:
     if label is None:
@@ -143,7 +147,13 @@ class PoolStats:
     def enqueue_counted(self, label: object = None) -> tuple[Ticket, int]:
         """`enqueue`, and how many tasks are running or queued now, this one included: a pool
         with fewer threads than that has none idle for this task."""
-        ticket = Ticket(label, time.monotonic())
+        ticket = Ticket(label, 0.0)
+        return ticket, self.enqueue_ticket(ticket)
+
+    def enqueue_ticket(self, ticket: Ticket) -> int:
+        """`enqueue_counted` for a ticket made by the caller (a job that is its own ticket);
+        sets its `since`."""
+        ticket.since = time.monotonic()
         with self._lock:
             self.submitted += 1
             waiting = self._waiting
@@ -156,7 +166,7 @@ class PoolStats:
                 self._check_armed = True
         if arm:
             self._arm()
-        return ticket, demand
+        return demand
 
     def start(self, ticket: Ticket) -> float:
         """The task got a thread; returns how long it waited."""
@@ -168,7 +178,7 @@ class PoolStats:
             self.busy += 1
             self.wait_histogram.record(wait)
             if wait > 0.001:
-                self.recent_waits.append((time.time(), wait, describe(ticket.label)))
+                self.recent_waits.append((time.time(), wait, ticket.what()))
                 self.waited += 1
                 self.wait_seconds += wait
                 if wait > self.longest_wait:
@@ -177,10 +187,10 @@ class PoolStats:
                 self.long_waits += 1
                 report = not ticket.reported
                 ticket.reported = True
-            busy, queued = self.busy, len(self._waiting)
+                busy, queued = self.busy, len(self._waiting)
         if report:
             # `busy` already counts this task; the pool was full while it waited.
-            self._report(f"{describe(ticket.label)} waited {wait * 1000:.0f} ms", wait, busy, queued)
+            self._report(f"{ticket.what()} waited {wait * 1000:.0f} ms", wait, busy, queued)
         return wait
 
     def abandon(self, ticket: Ticket) -> None:
@@ -250,7 +260,7 @@ class PoolStats:
         if report is not None:
             ticket, waited, busy, queued = report
             self._report(
-                f"{describe(ticket.label)} has waited {waited * 1000:.0f} ms so far",
+                f"{ticket.what()} has waited {waited * 1000:.0f} ms so far",
                 waited,
                 busy,
                 queued,

@@ -10,10 +10,13 @@ get (with the HTTP/1.1 shortcut below). Per request:
     thread:  build_environ -> app(environ, start_response) -> iterate -> close()
 
 Over HTTP/1.1 the connection skips the task when it can (`serve_http1_direct`):
-a response the thread finishes whole (head, body, end: most of them) is handed
-to the request's cycle in the loop callback that the thread's wake-up runs,
-with no asyncio.Task; anything else (a streamed body, wsgi.input, a file, an
-error) gets a task running Exchange.pump from that point, as above.
+a response the thread finishes whole (head, body, end: most of them; a list
+response crosses as one piece) is handed to the request's cycle in the loop
+callback that the thread's wake-up runs, with no asyncio.Task, and the thread
+is free as soon as the loop has it, however large; anything else (a streamed
+body, wsgi.input, a file, an error) gets a task running Exchange.pump from
+that point, as above. Each request is one `_Job`: the pool's job, its own
+wait ticket, and the waiter its first wake-up resolves.
 
 The pool is the bridge's own (`steadyloop.wsgi.pool`, daemon threads, sized
 by `--threads`), not the loop's default executor: the connection sends
@@ -34,39 +37,44 @@ from steadyloop.asgi.types import Receive, Scope, Send
 from steadyloop.observe.threadpool import PoolStats, register
 from steadyloop.wsgi.environ import build_environ
 from steadyloop.wsgi.exchange import Exchange, Waker
-from steadyloop.wsgi.pool import ThreadPool
+from steadyloop.wsgi.pool import PoolJob, ThreadPool
 from steadyloop.wsgi.runner import WSGIApp, run
 
 
-class _Request:
-    """One request for the pool: the job a thread runs, and its name in long-wait reports
-    (`method` and `path`, formatted only if a report is written)."""
+class _Job(PoolJob):
+    """One request: the job a pool thread runs, its own ticket in the pool's wait statistics,
+    and, served without a task (HTTP/1.1, `cycle` set), what the thread's first wake-up
+    resolves. One object per request where three would do the same."""
 
-    __slots__ = ("bridge", "exchange", "method", "path", "scope")
+    __slots__ = ("bridge", "cycle", "exchange", "over", "scope")
 
-    def __init__(self, bridge: WSGIBridge, scope: Scope, exchange: Exchange) -> None:
+    def __init__(self, bridge: WSGIBridge, scope: Scope, exchange: Exchange, cycle: Any) -> None:
+        self.label = None  # named by `what`, from the scope, only if a report is written
+        self.reported = False
         self.bridge = bridge
         self.scope = scope
         self.exchange = exchange
-        self.method: str = scope["method"]
-        self.path: str = scope["path"]
-
-    def __call__(self) -> None:
-        self.bridge._job(self.scope, self.exchange)
-
-
-class _Direct:
-    """A request served without a task of its own (HTTP/1.1): when the thread's response is
-    whole at its first wake-up, the loop hands it to the cycle in one callback; otherwise
-    the request gets a task running the exchange's pump, as on the general path."""
-
-    __slots__ = ("bridge", "cycle", "exchange", "over")
-
-    def __init__(self, bridge: WSGIBridge, cycle: Any, exchange: Exchange) -> None:
-        self.bridge = bridge
-        self.cycle = cycle
-        self.exchange = exchange
+        self.cycle = cycle  # an Http1Cycle when served directly, else None
         self.over = False
+
+    def what(self) -> str:
+        scope = self.scope
+        return f"{scope['method']} {scope['path']}"
+
+    def run(self) -> None:
+        """The request on a pool thread."""
+        exchange = self.exchange
+        if exchange.aborted:
+            return  # cancelled while queued (shutdown gave up on it): do not run the app at all
+        bridge = self.bridge
+        try:
+            environ = build_environ(self.scope, exchange.read, multiprocess=bridge.multiprocess)
+        except Exception as exc:  # a bug of ours; still answer the request (500)
+            exchange.fail(exc)
+            return
+        run(bridge.app, environ, exchange)
+
+    # -- served directly: the loop's side ----------------------------------------------------
 
     def done(self) -> bool:  # a Wakeable, like a future: the loop's Waker calls these two
         return self.over
@@ -83,10 +91,8 @@ class _Direct:
         if response is None:
             cycle.conn.direct_to_task(cycle, self.bridge._pump(exchange, cycle.receive, cycle.send))
             return
-        status, headers, body = response
         try:
-            cycle.send({"type": "http.response.start", "status": status, "headers": headers})
-            cycle.send({"type": "http.response.body", "body": body, "more_body": False})
+            cycle.respond(*response)
         except Exception as exc:  # refused headers (500), a client that just left
             cycle.conn.direct_done(cycle, exc)
             return
@@ -135,8 +141,7 @@ class WSGIBridge:
         if loop is not self._loop or waker is None:
             waker = self._bind(loop)
         exchange = Exchange(loop, waker)
-        request = _Request(self, scope, exchange)
-        self.pool.submit(request, request)
+        self.pool.submit_job(_Job(self, scope, exchange, None))
         await self._pump(exchange, receive, send)
 
     @staticmethod
@@ -149,28 +154,17 @@ class WSGIBridge:
 
     def serve_http1_direct(self, scope: Scope, cycle: Any) -> None:
         """An HTTP/1.1 request without an asyncio.Task: the common small response is handed
-        to the cycle by one loop callback when the thread is done (see `_Direct`). `cycle` is
+        to the cycle by one loop callback when the thread is done (see `_Job.set_result`). `cycle` is
         an Http1Cycle; its connection counts the request as a task until `direct_done`."""
         loop = asyncio.get_running_loop()
         waker = self._waker
         if loop is not self._loop or waker is None:
             waker = self._bind(loop)
         exchange = Exchange(loop, waker)
-        direct = _Direct(self, cycle, exchange)
-        exchange.wait_first(direct)
-        request = _Request(self, scope, exchange)
-        self.pool.submit(request, request)
-        cycle.on_gone = direct.gone
-
-    def _job(self, scope: Scope, exchange: Exchange) -> None:
-        if exchange.aborted:
-            return  # cancelled while queued (shutdown gave up on it): do not run the app at all
-        try:
-            environ = build_environ(scope, exchange.read, multiprocess=self.multiprocess)
-        except Exception as exc:  # a bug of ours; still answer the request (500)
-            exchange.fail(exc)
-            return
-        run(self.app, environ, exchange)
+        job = _Job(self, scope, exchange, cycle)
+        exchange.wait_first(job)
+        self.pool.submit_job(job)
+        cycle.on_gone = job.gone
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> Waker:
         self._loop = loop

@@ -21,24 +21,21 @@ from typing import Any
 
 from steadyloop.wsgi.errors import ErrorStream
 from steadyloop.wsgi.filewrapper import FileWrapper
-from steadyloop.wsgi.input import InputStream
+from steadyloop.wsgi.input import EMPTY, InputStream
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
-# Header name -> environ key, or None for headers that are dropped. Bounded: a client
+# Header name -> environ key, or "" for headers that are dropped. Bounded: a client
 # sending endless distinct names must not grow it forever.
-_KEYS: dict[bytes, str | None] = {
+_KEYS: dict[bytes, str] = {
     b"content-type": "CONTENT_TYPE",
     b"content-length": "CONTENT_LENGTH",
 }
 _KEYS_LIMIT = 1024
 
 
-def _key(name: bytes) -> str | None:
-    key = _KEYS.get(name, "")
-    if key != "":
-        return key
-    key = None if b"_" in name else "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+def _key(name: bytes) -> str:
+    key = "" if b"_" in name else "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
     if len(_KEYS) < _KEYS_LIMIT:
         _KEYS[name] = key
     return key
@@ -49,32 +46,34 @@ def _native(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8").decode("latin-1")
 
 
-# The keys that are the same for every request to one address over one scheme, built once
-# and copied per request. Bounded like _KEYS: listening addresses and schemes are few.
-_BASES: dict[tuple[Any, str, bool], dict[str, Any]] = {}
+# The keys that are the same for every request to one address over one scheme, under one
+# root path, in one HTTP version, built once and copied per request. Bounded like _KEYS:
+# listening addresses, schemes and versions are few.
+_BaseKey = tuple[Any, str, str, str, bool]  # server, scheme, root_path, http_version, multiprocess
+_BASES: dict[_BaseKey, dict[str, Any]] = {}
 _BASES_LIMIT = 64
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2": "HTTP/2"}
 
 
-def _base(server: Any, scheme: str, multiprocess: bool) -> dict[str, Any]:
-    key = (server, scheme, multiprocess)
-    base = _BASES.get(key)
-    if base is None:
-        base = {
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": scheme,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": multiprocess,
-            "wsgi.run_once": False,
-            "wsgi.file_wrapper": FileWrapper,
-            "wsgi.input_terminated": True,
-        }
-        if scheme == "https":
-            base["HTTPS"] = "on"
-        if server and server[1] is not None:
-            base["SERVER_NAME"], base["SERVER_PORT"] = server[0], str(server[1])
-        if len(_BASES) < _BASES_LIMIT:
-            _BASES[key] = base
+def _base(key: _BaseKey) -> dict[str, Any]:
+    server, scheme, root_path, version, multiprocess = key
+    base = {
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": FileWrapper,
+        "wsgi.input_terminated": True,
+        "SCRIPT_NAME": _native(root_path) if root_path else "",
+        "SERVER_PROTOCOL": _PROTOCOLS.get(version) or "HTTP/" + version,
+    }
+    if scheme == "https":
+        base["HTTPS"] = "on"
+    if server and server[1] is not None:
+        base["SERVER_NAME"], base["SERVER_PORT"] = server[0], str(server[1])
+    if len(_BASES) < _BASES_LIMIT:
+        _BASES[key] = base
     return base
 
 
@@ -90,29 +89,31 @@ def build_environ(
         path = path[len(root_path) :]  # ASGI's path includes root_path; WSGI splits them
     scheme: str = scope.get("scheme", "http")
     server = scope.get("server")
-    environ = _base(server, scheme, multiprocess).copy()
+    key = (server, scheme, root_path, scope.get("http_version", "1.1"), multiprocess)
+    base = _BASES.get(key)
+    environ = (base if base is not None else _base(key)).copy()
     environ["REQUEST_METHOD"] = scope["method"]
-    environ["SCRIPT_NAME"] = _native(root_path) if root_path else ""
-    environ["PATH_INFO"] = _native(path)
+    environ["PATH_INFO"] = path if path.isascii() else _native(path)
     query: bytes = scope.get("query_string", b"")
     environ["QUERY_STRING"] = query.decode("latin-1") if query else ""
-    version: str = scope.get("http_version", "1.1")
-    environ["SERVER_PROTOCOL"] = _PROTOCOLS.get(version) or "HTTP/" + version
     environ["wsgi.errors"] = ErrorStream()
     has_body = False
+    keys = _KEYS
     for name, value in scope["headers"]:
-        key = _key(name)
-        if key is None:
-            continue
+        var = keys.get(name)
+        if var is None:
+            var = _key(name)
+        if not var:
+            continue  # a name with "_": dropped
         text = value.decode("latin-1")
-        if key in environ:
-            text = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + text
-        elif key == "CONTENT_LENGTH":
+        if var in environ:
+            text = environ[var] + ("; " if var == "HTTP_COOKIE" else ",") + text
+        elif var == "CONTENT_LENGTH":
             has_body = text.strip() != "0"
-        elif key == "HTTP_TRANSFER_ENCODING":
+        elif var == "HTTP_TRANSFER_ENCODING":
             has_body = True
-        environ[key] = text
-    environ["wsgi.input"] = InputStream(read_chunk, has_body)
+        environ[var] = text
+    environ["wsgi.input"] = InputStream(read_chunk) if has_body else EMPTY
 
     if not server or server[1] is None:
         # A Unix socket (or no server address): the best name we have is the one the client used.

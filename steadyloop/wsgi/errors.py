@@ -14,10 +14,8 @@ logger = logging.getLogger("steadyloop.wsgi")
 
 
 class ErrorStream:
-    __slots__ = ("_partial",)
-
-    def __init__(self) -> None:
-        self._partial = ""
+    # A class default, no __init__: one is made per request and most are never written to.
+    _partial = ""
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):

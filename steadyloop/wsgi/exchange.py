@@ -2,8 +2,10 @@
 
 The app runs on a pool thread; the socket belongs to the loop. The thread
 never touches the connection: it posts response pieces (START, BODY, FILE,
-END, ERROR) into this exchange and asks it for request body, and the request's
-task on the loop (`pump`) turns them into ASGI `send` and `receive` calls.
+END, ERROR, or WHOLE for a response given as a list) into this exchange and
+asks it for request body, and the request's task on the loop (`pump`) turns
+them into ASGI `send` and `receive` calls; a request served without a task
+takes a whole response with `take_response` instead.
 
 Flow control, both ways:
 
@@ -13,6 +15,8 @@ Flow control, both ways:
   client is not draining, so a slow reader stops the app's iterator, not the
   server's memory. (PEP 3333 allows this: a block is never delayed, it is
   handed to the loop, which keeps transmitting while the app makes the next.)
+  A whole response above `high` holds its thread only until the loop has
+  taken it: the response is complete then, and the thread is told so.
 * Request body: the thread asks for the next chunk only when the app reads
   (`wsgi.input`), and the loop calls `receive()` only then; the connection
   stops reading from the socket while unread body piles up.
@@ -45,6 +49,7 @@ BODY: Final = 1  # bytes
 FILE: Final = 2  # a path: the rest of the response is this file, sent with sendfile
 END: Final = 3  # None
 ERROR: Final = 4  # the app's exception, raised in the request's task
+WHOLE: Final = 5  # (status, headers, body): the whole response, given at once (post_whole)
 
 HIGH_WATER = 128 * 1024  # queued response bytes before the app's thread waits
 LOW_WATER = 32 * 1024
@@ -162,6 +167,26 @@ class Exchange:
             if self._out_bytes > self.high:
                 self._wait_locked(self._drained)
 
+    def post_whole(self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> None:
+        """Queue a whole response (head, body, end) as one piece: what `post_all` does with the
+        three, for the common response an app gives as a list. Raises Aborted."""
+        with self._lock:
+            if self.aborted:
+                raise Aborted("client disconnected")
+            # Not counted in _unfinished: nothing waits for a whole response to be finished
+            # (flush() is for files), and the loop is done with the exchange once it has it.
+            self._out.append((WHOLE, (status, headers, body)))
+            waiter = self._waiter
+            if waiter is not None:  # _wake_locked, inline: this runs once per response
+                self._waiter = None
+                try:
+                    self._waker.wake(waiter)
+                except RuntimeError:  # the loop is closed: nobody will ever take this
+                    self.aborted = True
+            self._out_bytes += len(body)
+            if self._out_bytes > self.high:
+                self._wait_locked(self._drained)
+
     def _drained(self) -> bool:
         return self._out_bytes <= self.low
 
@@ -224,25 +249,35 @@ class Exchange:
         """What the thread's first wake-up resolves; set before the job is submitted."""
         self._waiter = waiter
 
-    def take_response(self) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+    def take_response(self) -> tuple[int, Sequence[tuple[bytes, bytes]], bytes] | None:
         """(status, headers, body) when what the thread posted is a whole response that nothing
         was taken from yet (a head, body, the end: a small response given at once), and the
         exchange is over then; None when it is anything else (more to come, the request body
         wanted, a file, an error): `pump` deals with those."""
         with self._lock:
             out = self._out
-            if self._want_body or len(out) < 2 or out[0][0] != START or out[-1][0] != END:
+            if self._want_body or not out:
                 return None
-            blocks = []
-            for kind, payload in out[1:-1]:
-                if kind != BODY:
+            if len(out) == 1 and out[0][0] == WHOLE:
+                response: tuple[int, Sequence[tuple[bytes, bytes]], bytes] = out[0][1]
+            else:
+                # Pieces posted one by one (an iterable that ended before the loop woke).
+                if len(out) < 2 or out[0][0] != START or out[-1][0] != END:
                     return None
-                blocks.append(payload)
+                blocks = []
+                for kind, payload in out[1:-1]:
+                    if kind != BODY:
+                        return None
+                    blocks.append(payload)
+                status, headers = out[0][1]
+                response = status, headers, b"".join(blocks)  # b"" for none; the block itself for one
             self.aborted = True  # complete: a later write() from the app raises Aborted
             self._out = []
-        status, headers = out[0][1]
-        body = b"".join(blocks)  # b"" for none; the one block itself for one
-        return status, headers, body
+            if self._cond is not None:
+                # A response above the high-water mark left its thread waiting in post_all
+                # for a drain that nobody reports now: free it (it raises Aborted and goes on).
+                self._cond.notify_all()
+        return response
 
     def abort(self) -> None:
         """The request is over for the loop (client gone, task cancelled, response complete):
@@ -320,6 +355,11 @@ class Exchange:
                 settled += 1
             elif kind == END:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return True
+            elif kind == WHOLE:
+                status, headers, body = payload
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body, "more_body": False})
                 return True
             elif kind == FILE:
                 await send({"type": "http.response.pathsend", "path": payload})

@@ -103,3 +103,12 @@ class InputStream:
 
     def close(self) -> None:
         """Apps may close their input; the rest of the body is simply never read."""
+
+
+def _no_chunk() -> tuple[bytes, bool]:
+    return b"", False
+
+
+# The input of every request without a body (most GETs): always at its end, with an empty
+# buffer that no method changes, so one stream serves them all.
+EMPTY = InputStream(_no_chunk, has_body=False)

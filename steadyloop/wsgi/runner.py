@@ -21,7 +21,7 @@ app's error, and the pool thread goes on to the next request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -39,16 +39,19 @@ class AppError(RuntimeError):
 
 
 class Response:
-    """start_response and write() for one request; the app's view of what was sent."""
+    """start_response and write() for one request; the app's view of what was sent.
 
-    __slots__ = ("content_length", "exchange", "headers", "headers_sent", "status")
+    One is made per request, so it has no __init__: the fields start as these class
+    defaults and `run` sets `exchange`.
+    """
 
-    def __init__(self, exchange: Exchange) -> None:
-        self.exchange = exchange
-        self.status: int | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.content_length: int | None = None
-        self.headers_sent = False
+    exchange: Exchange
+    status: int | None = None
+    # Encoded; a tuple shared with the cache when the list was seen before: never changed
+    # in place (a file response builds a new list to add its Content-Length).
+    headers: Sequence[tuple[bytes, bytes]] = ()
+    content_length: int | None = None
+    headers_sent = False
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -63,8 +66,16 @@ class Response:
                 exc_info = None  # no reference cycle through the traceback
         elif self.status is not None:
             raise AppError("start_response() called a second time without exc_info")
-        self.status = _status_code(status)
-        self.headers, self.content_length = _encode_headers(headers)
+        code = _STATUS_CODES.get(status) if type(status) is str else None
+        self.status = code if code is not None else _status_code(status)
+        try:
+            known = _HEADER_LISTS.get(tuple(headers)) if type(headers) is list else None
+        except TypeError:  # an unhashable item: not a valid header either (refused below)
+            known = None
+        if known is not None:
+            self.headers, self.content_length = known
+        else:
+            self.headers, self.content_length = _encode_headers(headers)
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -92,7 +103,8 @@ class Response:
 
 def run(app: WSGIApp, environ: dict[str, Any], exchange: Exchange) -> None:
     """The whole request on this thread. Never raises: failures go to the exchange."""
-    response = Response(exchange)
+    response = Response()
+    response.exchange = exchange
     result: Iterable[bytes] | None = None
     try:
         result = app(environ, response.start_response)
@@ -113,7 +125,8 @@ def run(app: WSGIApp, environ: dict[str, Any], exchange: Exchange) -> None:
         error = AppError(f"WSGI app raised {type(exc).__name__}: {exc}")
         exchange.fail(error.with_traceback(exc.__traceback__))
     finally:
-        close = getattr(result, "close", None)
+        # A list or tuple (the common response) has no close() to call.
+        close = None if type(result) is list or type(result) is tuple else getattr(result, "close", None)
         if close is not None:
             try:
                 close()
@@ -129,6 +142,16 @@ def _send_sequence(response: Response, blocks: list[bytes] | tuple[bytes, ...]) 
     """A response given whole (the common case): everything posted at once, one wake-up."""
     if response.status is None:
         raise AppError("the WSGI app returned without calling start_response()")
+    if not response.headers_sent:
+        # Head, body and end in one piece: the loop writes it with one call.
+        if len(blocks) == 1 and type(blocks[0]) is bytes:
+            body = blocks[0]
+        else:
+            body = b"".join([block if type(block) is bytes else _as_bytes(block) for block in blocks])
+        response.headers_sent = True
+        response.exchange.post_whole(response.status, response.headers, body)
+        return
+    # write() sent the head already: the rest is body, then the end.
     pieces: list[tuple[int, Any]] = []
     size = 0
     for block in blocks:
@@ -137,9 +160,6 @@ def _send_sequence(response: Response, blocks: list[bytes] | tuple[bytes, ...]) 
         if block:
             pieces.append((BODY, block))
             size += len(block)
-    if not response.headers_sent:
-        response.headers_sent = True
-        pieces.insert(0, (START, (response.status, response.headers)))
     pieces.append((END, None))
     response.exchange.post_all(pieces, size)
 
@@ -157,7 +177,8 @@ def _try_sendfile(response: Response, wrapper: FileWrapper) -> bool:
     response.headers_sent = True
     headers = response.headers
     if response.content_length is None:
-        headers.append((b"content-length", str(size).encode("ascii")))  # HEAD answers get it too
+        # A new list: `headers` may be the cache's. HEAD answers get it too.
+        headers = [*headers, (b"content-length", str(size).encode("ascii"))]
     exchange = response.exchange
     exchange.post(START, (response.status, headers), wake=False)
     exchange.post(FILE, path)
@@ -166,19 +187,35 @@ def _try_sendfile(response: Response, wrapper: FileWrapper) -> bool:
     return True
 
 
+# Status strings seen before -> their code: apps use a handful. Bounded, and only exact str
+# keys go in (a str subclass is refused as before, so it never reaches a lookup).
+_STATUS_CODES: dict[str, int] = {}
+_STATUS_CODES_LIMIT = 256
+
+
 def _status_code(status: str) -> int:
     if type(status) is not str:
         raise AppError(f"WSGI status must be a str like '200 OK', not {status!r}")
     code = status[:3]
     if len(code) != 3 or not code.isdigit() or (len(status) > 3 and status[3] != " "):
         raise AppError(f"invalid WSGI status {status!r}")
-    return int(code)
+    number = int(code)
+    if len(_STATUS_CODES) < _STATUS_CODES_LIMIT and len(status) <= _CACHED_VALUE_MAX:
+        _STATUS_CODES[status] = number
+    return number
 
 
 # (name, value) as the app gave it -> the encoded pair. Apps send the same few headers over
 # and over (Content-Type: text/html); bounded, so unique values (cookies) stop filling it.
 _ENCODED: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 _ENCODED_LIMIT = 1024
+# Whole header lists seen before (as a tuple of the app's pairs) -> (encoded pairs,
+# Content-Length): most views send the same list every time, found with one lookup. Only
+# lists of short (str, str) tuples go in, and only so many.
+_HEADER_LISTS: dict[tuple[tuple[str, str], ...], tuple[tuple[tuple[bytes, bytes], ...], int | None]] = {}
+_HEADER_LISTS_LIMIT = 256
+_HEADER_LIST_MAX = 32  # items
+_CACHED_VALUE_MAX = 256  # characters
 
 
 def _encode_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[bytes, bytes]], int | None]:
@@ -186,6 +223,7 @@ def _encode_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[bytes, b
         raise AppError(f"WSGI response headers must be a list, not {type(headers).__name__}")
     encoded: list[tuple[bytes, bytes]] = []
     content_length: int | None = None
+    cacheable = len(headers) <= _HEADER_LIST_MAX
     for item in headers:
         try:
             pair = _ENCODED.get(item) if type(item) is tuple else None
@@ -196,7 +234,16 @@ def _encode_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[bytes, b
         raw_name, raw_value = pair
         if raw_name == b"content-length" and raw_value.isdigit():
             content_length = int(raw_value)  # an invalid one is refused by the connection
+        if cacheable and not (
+            type(item) is tuple
+            and type(item[0]) is str
+            and type(item[1]) is str
+            and len(item[1]) <= _CACHED_VALUE_MAX
+        ):
+            cacheable = False
         encoded.append(pair)
+    if cacheable and len(_HEADER_LISTS) < _HEADER_LISTS_LIMIT:
+        _HEADER_LISTS[tuple(headers)] = (tuple(encoded), content_length)
     return encoded, content_length
 
 

@@ -20,6 +20,7 @@ from rawhttp import RawClient
 from wsgi.support import Records
 
 from steadyloop.observe.inflight import INFLIGHT
+from steadyloop.wsgi import exchange as exchange_module
 from steadyloop.wsgi.bridge import WSGIBridge
 
 
@@ -423,3 +424,55 @@ def test_a_client_leaving_a_direct_request_frees_it() -> None:
             event(GATES, "holder1").set()
             event(GATES, "leaver1").set()
             holder.close()
+
+
+_LARGE = b"x" * (4 * 1024 * 1024)  # far above the exchange's high-water mark (128 KiB)
+
+
+def _large_or_small(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    body = _LARGE if environ["PATH_INFO"] == "/large" else b"small"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]  # whole, as one list item: served without a task
+
+
+def test_a_whole_large_response_frees_its_thread_once_handed_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole response above the high-water mark is handed to the connection in one go; its
+    thread must be free then, not wait for a flow-control signal nobody sends. The one
+    thread's wait slice is made far longer than the client's deadline, so a thread held
+    until the slice ends fails this test every time, and a free one passes with room to spare."""
+    monkeypatch.setattr(exchange_module, "_WAIT_SLICE", 120.0)
+    with running_server(_large_or_small, threads=1) as running:
+        first = RawClient.connect(running.port)
+        second = RawClient.connect(running.port, timeout=30.0)
+        try:
+            first.send(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n")
+            first.read_until(b"\r\n\r\n")  # the head is out: the large response is in the loop's hands
+            # `first` reads no more for now; the only pool thread must serve this at once anyway.
+            response = second.request(b"GET", b"/small")
+            assert response.status == 200 and response.body == b"small"
+            assert len(first.read_exact(len(_LARGE))) == len(_LARGE)
+        finally:
+            first.close()
+            second.close()
+
+
+def _same_header_list(environ: dict[str, Any], start_response: Any) -> Any:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Same", "yes")])
+    if environ["PATH_INFO"] == "/file":
+        return environ["wsgi.file_wrapper"](open(environ["QUERY_STRING"], "rb"))
+    return [b"abc"]
+
+
+def test_a_header_list_seen_before_is_not_changed_by_a_file_response(tmp_path: Path) -> None:
+    """Header lists are remembered once encoded; a file sent with sendfile adds its
+    Content-Length to its own response's list, never to the remembered one."""
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"z" * 1000)
+    with running_server(_same_header_list, threads=1) as running, RawClient.connect(running.port) as c:
+        for _ in range(2):
+            plain = c.request(b"GET", b"/plain")
+            assert plain.status == 200 and plain.body == b"abc"
+            assert plain.header(b"content-length") == b"3" and plain.header(b"x-same") == b"yes"
+            sent = c.request(b"GET", b"/file?" + str(data).encode())
+            assert sent.status == 200 and sent.body == b"z" * 1000
+            assert sent.header_all(b"content-length") == [b"1000"]

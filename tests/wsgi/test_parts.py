@@ -79,6 +79,22 @@ def test_no_body_never_asks_the_loop() -> None:
     assert stream.read() == b"" and stream.readline() == b"" and list(stream) == []
 
 
+def test_requests_without_a_body_share_one_input_that_nothing_changes() -> None:
+    def read_chunk() -> tuple[bytes, bool]:
+        raise AssertionError("asked the loop for a body the request does not have")
+
+    no_body = [(b"host", b"x"), (b"content-length", b"0")]
+    first = build_environ(_scope(headers=no_body), read_chunk)["wsgi.input"]
+    for _ in range(2):
+        assert first.read() == b"" and first.read(5) == b"" and first.read1(5) == b""
+        assert first.readline() == b"" and first.readlines() == [] and list(first) == []
+        first.close()
+    second = build_environ(_scope(headers=[(b"host", b"x")]), read_chunk)["wsgi.input"]
+    assert second is first and second.read() == b""
+    with_body = build_environ(_scope(), lambda: (b"body", False))["wsgi.input"]
+    assert with_body is not first and with_body.read() == b"body"
+
+
 def test_empty_chunks_with_more_to_come_are_skipped() -> None:
     stream, _ = stream_of(b"", b"", b"data")
     assert stream.read(4) == b"data"
@@ -138,6 +154,9 @@ def test_environs_share_no_state() -> None:
     assert plain["wsgi.url_scheme"] == "http" and "HTTPS" not in plain
     assert plain["SERVER_PROTOCOL"] == "HTTP/1.0" and plain["wsgi.multiprocess"] is False
     assert build_environ(_scope(), lambda: (b"", False), multiprocess=True)["wsgi.multiprocess"]
+    other_root = build_environ(_scope(root_path="/other", path="/other/x"), lambda: (b"", False))
+    assert other_root["SCRIPT_NAME"] == "/other" and other_root["PATH_INFO"] == "/x"
+    assert build_environ(_scope(), lambda: (b"", False))["SCRIPT_NAME"] == "/app"
 
 
 def test_environ_on_a_unix_socket_uses_the_host_header() -> None:

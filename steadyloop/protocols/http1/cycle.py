@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
@@ -73,6 +73,19 @@ class Http1Cycle(RequestCycle[Http1Owner]):
         if on_gone is not None:
             self.on_gone = None
             on_gone()
+
+    def respond(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> None:
+        """A whole response in one call, for an app served without a task (the WSGI bridge's
+        direct path): what `send` does with http.response.start and then the one final
+        http.response.body, without building the two messages. Errors raise at the call."""
+        if self.disconnected:
+            raise ClientDisconnected("client disconnected")
+        if self.response_started:
+            raise RuntimeError(self._out_of_order("http.response.start"))
+        self.response_started = True
+        self.status = status
+        self.response_headers = headers
+        self._send_body(body, False)
 
     def _send_continue(self) -> None:
         if not self.head_written:
