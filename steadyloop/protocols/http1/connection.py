@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from types import CoroutineType
 from typing import Any
 
 from steadyloop.asgi.cycle import ClientDisconnected
@@ -44,6 +45,7 @@ from steadyloop.protocols.tls import tls_extension
 logger = logging.getLogger("steadyloop.error")
 
 _Task = asyncio.Task
+_Coroutine = CoroutineType
 # Shared by every scope: apps read it, none has a reason to write to it.
 _ASGI = {"version": ASGI_VERSION, "spec_version": SPEC_VERSION}
 # Lingering close: how long, and how many bytes, we keep reading (and dropping) after our
@@ -370,19 +372,73 @@ class Http1Connection(asyncio.Protocol):
         task: asyncio.Task[None]
         try:
             coro = state.app(scope, cycle.receive, cycle.send)
+            if type(coro) is not _Coroutine and not asyncio.iscoroutine(coro):
+                raise TypeError(f"a coroutine was expected, got {coro!r}")  # as asyncio.Task says
+            if self.corked is not None or not state.plain_tasks:
+                # Pipelined, the task ends through _task_done, which carries the stall check;
+                # a task factory is given the app's own coroutine.
+                runs: Coroutine[Any, Any, None] = coro
+            else:
+                cycle.coro = coro
+                runs = self._run_app(cycle)
             if state.plain_tasks:
                 # Built directly, with a fixed name: otherwise CPython formats a fresh "Task-N"
                 # name for every request.
-                task = _Task(coro, loop=self.loop, name="steadyloop-request")  # type: ignore[arg-type]
+                task = _Task(runs, loop=self.loop, name="steadyloop-request")
             else:
-                task = self.loop.create_task(coro)  # type: ignore[arg-type]  # the loop's factory
+                task = self.loop.create_task(runs)  # the loop's factory
         except Exception as exc:  # the app's __call__ failed before it became a task
             self._app_failed(cycle, exc)
             return
         state.tasks += 1
         INFLIGHT[task] = cycle
         cycle.task = task
-        task.add_done_callback(self._task_done)
+        if runs is coro:
+            cycle.ends_by_callback = True
+            task.add_done_callback(self._task_done)
+
+    async def _run_app(self, cycle: Http1Cycle) -> None:
+        """The task of a request that is not pipelined: the app, then at once what a done
+        callback would do a loop turn later, in the common case (the app returned, its
+        response complete). Any other end (an exception, a cancellation, no response) is
+        left to _task_done, as is the end of a task that carries the pipeline's stall check.
+        """
+        coro = cycle.coro
+        cycle.coro = None  # started: a cancellation now reaches the except clause
+        try:
+            await coro  # type: ignore[misc]
+        except BaseException:
+            self._end_by_callback(cycle)
+            raise
+        if cycle.ends_by_callback:
+            return
+        if not cycle.response_complete:
+            self._end_by_callback(cycle)
+            return
+        state = self.state
+        state.tasks -= 1
+        del INFLIGHT[cycle.task]
+        if state.shutting_down:
+            state.check_idle()
+
+    def _end_by_callback(self, cycle: Http1Cycle) -> None:
+        """Let `_task_done` end this cycle's task (once), from the task's outcome."""
+        if not cycle.ends_by_callback:
+            cycle.ends_by_callback = True
+            cycle.task.add_done_callback(self._task_done)  # type: ignore[union-attr]  # set with the task
+
+    def cancel_task(self, cycle: Http1Cycle) -> None:
+        """Cancel the task serving `cycle` (the server gives up on it). A task whose first
+        step has not run yet would end without entering _run_app's except clause, and leave
+        its app's coroutine never awaited: it ends through _task_done, as a cancelled app."""
+        task = cycle.task
+        assert task is not None
+        coro = cycle.coro
+        if coro is not None:
+            cycle.coro = None
+            coro.close()
+            self._end_by_callback(cycle)
+        task.cancel()
 
     # -- requests served without a task (state.direct_http1) -----------------------------------
 
@@ -392,6 +448,7 @@ class Http1Connection(asyncio.Protocol):
         task = _Task(coro, loop=self.loop, name="steadyloop-request")
         INFLIGHT[task] = cycle
         cycle.task = task
+        cycle.ends_by_callback = True
         task.add_done_callback(self._task_done)
 
     def direct_done(self, cycle: Http1Cycle, exc: BaseException | None) -> None:
@@ -468,6 +525,11 @@ class Http1Connection(asyncio.Protocol):
         corked = self.corked = []
         self.write = corked.append
         self.checked = self.answered
+        cycle = self.cycle
+        if cycle is not None and cycle.task is not None:
+            # The stall check rides on the done callback of the task that completed the
+            # last response (see _stall_check): this one may be it.
+            self._end_by_callback(cycle)
         if self.check_armed is None:
             self.check_armed = _SOON
             self.loop.call_soon(self._check_soon)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
 from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
@@ -62,6 +62,10 @@ class Http1Cycle(RequestCycle):
     writer: BodyWriter = NO_BODY  # the framing, once the head is out
     sendfile_job: SendfileJob | None = None  # set while a pathsend is on a pool thread
     task: asyncio.Task[None] | None = None  # the app's task, once it runs
+    # The app's coroutine, until its task's first step (Http1Connection._run_app) takes it.
+    coro: Coroutine[Any, Any, None] | None = None
+    # The task ends through Http1Connection._task_done rather than at the end of _run_app.
+    ends_by_callback = False
     # Called once the client is gone, for an app that serves the request without a task of
     # its own (the WSGI bridge's direct path): it has no receive() waiting to hear it.
     on_gone: Callable[[], None] | None = None
