@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from types import CoroutineType
 from typing import Any
 
@@ -372,28 +372,25 @@ class Http1Connection(asyncio.Protocol):
         task: asyncio.Task[None]
         try:
             coro = state.app(scope, cycle.receive, cycle.send)
-            if type(coro) is not _Coroutine and not asyncio.iscoroutine(coro):
-                raise TypeError(f"a coroutine was expected, got {coro!r}")  # as asyncio.Task says
-            if self.corked is not None or not state.plain_tasks:
-                # Pipelined, the task ends through _task_done, which carries the stall check;
-                # a task factory is given the app's own coroutine.
-                runs: Coroutine[Any, Any, None] = coro
-            else:
+            if self.corked is None and state.plain_tasks:
+                # The task ends itself (see _run_app). Built directly, with a fixed name:
+                # otherwise CPython formats a fresh "Task-N" name for every request.
+                if type(coro) is not _Coroutine and not asyncio.iscoroutine(coro):
+                    raise TypeError(f"a coroutine was expected, got {coro!r}")  # as asyncio.Task says
                 cycle.coro = coro
-                runs = self._run_app(cycle)
-            if state.plain_tasks:
-                # Built directly, with a fixed name: otherwise CPython formats a fresh "Task-N"
-                # name for every request.
-                task = _Task(runs, loop=self.loop, name="steadyloop-request")
+                task = _Task(self._run_app(cycle), loop=self.loop, name="steadyloop-request")
+            elif state.plain_tasks:
+                # Pipelined: the task ends through _task_done, which carries the stall check.
+                task = _Task(coro, loop=self.loop, name="steadyloop-request")  # type: ignore[arg-type]
             else:
-                task = self.loop.create_task(runs)  # the loop's factory
+                task = self.loop.create_task(coro)  # type: ignore[arg-type]  # the loop's factory
         except Exception as exc:  # the app's __call__ failed before it became a task
             self._app_failed(cycle, exc)
             return
         state.tasks += 1
         INFLIGHT[task] = cycle
         cycle.task = task
-        if runs is coro:
+        if cycle.coro is None:  # not _run_app's
             cycle.ends_by_callback = True
             task.add_done_callback(self._task_done)
 
