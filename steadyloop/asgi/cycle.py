@@ -233,7 +233,8 @@ class RequestCycle:
         return f"ASGI message {mtype!r} sent before 'http.response.start'"
 
     def _complete(self) -> None:
-        """The response is done: tell the app's waiting receive() and the connection."""
+        """The response is done: tell the app's waiting receive() and the connection.
+        (Inlined in Http1Cycle._send_body.)"""
         self.response_complete = True
         if self.waiter is not None:
             self._wake()
