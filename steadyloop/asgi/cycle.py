@@ -123,6 +123,7 @@ class RequestCycle:
         self._wake()
 
     def end_body(self) -> None:
+        # Inlined in Http1Connection._pump: keep the two in step.
         self.body_complete = True
         if self.waiter is not None:
             self._wake()

@@ -298,6 +298,16 @@ class Http1Connection(asyncio.Protocol):
                         if buffered > PIPELINE_HIGH_WATER:
                             self.pause_reading()
                     return
+                events = parser.events
+                if not events:
+                    return
+                if cycle is not None and events[0] is END_OF_MESSAGE:
+                    # parser.next_event and cycle.end_body, inlined: every request ends so.
+                    events.popleft()
+                    cycle.body_complete = True
+                    if cycle.waiter is not None:
+                        cycle._wake()
+                    continue
                 event = parser.next_event()
                 if event is NEED_DATA:
                     return
