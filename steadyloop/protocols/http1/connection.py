@@ -561,8 +561,9 @@ class Http1Connection(asyncio.Protocol):
         While corked, one check is always pending, to run after the next request's first
         step. Its carrier is free in the common case: the task that completed the last
         response ended in that same step, after queueing the next request's step, so its
-        `_task_done` (a callback asyncio queues anyway) runs right after that step and
-        checks. Only when that task is still running (it went on after its response, or
+        `_task_done` (the done callback every task of a pipelined request gets: only a
+        request that is not pipelined ends inside its task, see _run_app) runs right after
+        that step and checks. Only when that task is still running (it went on after its response, or
         the response was completed by something else) does the check cost a handle.
         A check that runs early finds no progress and uncorks: fewer responses per write,
         never a response held back.
