@@ -463,7 +463,8 @@ class RequestParser:
             upgrade,
             self._forwarded,
         )
-        # _reset_head, inlined (once per request); _progressed is set rather than reset.
+        # _reset_head, inlined (once per request); _progressed is set rather than reset, and
+        # _refusal is None already (one would have been raised above).
         self._target = b""
         self._headers = []
         self._head_bytes = 0
@@ -473,7 +474,6 @@ class RequestParser:
         self._expect_continue = False
         self._te = False
         self._te_values = ()
-        self._refusal = None
         self._content_length = 0
         self._forwarded = False
         self.in_head = False

@@ -353,13 +353,17 @@ class Http1Connection(asyncio.Protocol):
             raw_path = root_path.encode("utf-8") + raw_path
         headers = head.headers
         scope = self.scope_base.copy()
-        scope["http_version"] = head.http_version
+        version = head.http_version
+        if version != "1.1":  # the base's
+            scope["http_version"] = version
         scope["method"] = head.method
         scope["path"] = path
         scope["raw_path"] = raw_path
         scope["query_string"] = query
         scope["headers"] = headers
-        scope["state"] = state.lifespan_state.copy()
+        lifespan_state = state.lifespan_state
+        # A fresh dict each request, as the spec asks; most apps keep no lifespan state.
+        scope["state"] = lifespan_state.copy() if lifespan_state else {}
         if self.proxy_trusted and head.forwarded:
             scope["client"], scope["scheme"] = state.proxies.forwarded(headers, self.client, self.scheme)
         if head.upgrade and self._upgrade(head, scope):
