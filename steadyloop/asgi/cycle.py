@@ -126,6 +126,7 @@ class RequestCycle(Generic[OwnerT]):
         self._wake()
 
     def end_body(self) -> None:
+        # Inlined in Http1Connection._pump: keep the two in step.
         self.body_complete = True
         if self.waiter is not None:
             self._wake()
@@ -236,7 +237,8 @@ class RequestCycle(Generic[OwnerT]):
         return f"ASGI message {mtype!r} sent before 'http.response.start'"
 
     def _complete(self) -> None:
-        """The response is done: tell the app's waiting receive() and the connection."""
+        """The response is done: tell the app's waiting receive() and the connection.
+        (Inlined in Http1Cycle._send_body.)"""
         self.response_complete = True
         if self.waiter is not None:
             self._wake()

@@ -174,7 +174,6 @@ class RequestParser:
     __slots__ = (
         "_chunked",
         "_content_length",
-        "_events",
         "_expect_continue",
         "_first_in_read",
         "_forwarded",
@@ -195,6 +194,7 @@ class RequestParser:
         "_window",
         "buffered",
         "dead",
+        "events",
         "in_head",
         "max_head_size",
         "max_header_count",
@@ -215,7 +215,9 @@ class RequestParser:
         self.max_header_size = max_header_size
         self.max_head_size = max_head_size
         self._llhttp = httptools.HttpRequestParser(self)
-        self._events: deque[RequestHead | bytes | _Sentinel | ProtocolError] = deque()
+        # Parsed, not yet taken by next_event (the connection takes an END_OF_MESSAGE that
+        # comes first itself: it is most of a request's events, and changes no count).
+        self.events: deque[RequestHead | bytes | _Sentinel | ProtocolError] = deque()
         self.buffered = 0  # parsed but not yet taken: body bytes, plus a weight per head
         self.dead = False  # an error was found; later bytes are ignored
         self.in_head = False  # inside a request head (for the header-read timeout)
@@ -329,10 +331,10 @@ class RequestParser:
 
     def _error(self, error: ProtocolError) -> None:
         self.dead = True
-        self._events.append(error)
+        self.events.append(error)
 
     def next_event(self) -> RequestHead | bytes | _Sentinel:
-        events = self._events
+        events = self.events
         if not events:
             return NEED_DATA
         event = events.popleft()
@@ -461,7 +463,8 @@ class RequestParser:
             upgrade,
             self._forwarded,
         )
-        # _reset_head, inlined (once per request); _progressed is set rather than reset.
+        # _reset_head, inlined (once per request); _progressed is set rather than reset, and
+        # _refusal is None already (one would have been raised above).
         self._target = b""
         self._headers = []
         self._head_bytes = 0
@@ -471,7 +474,6 @@ class RequestParser:
         self._expect_continue = False
         self._te = False
         self._te_values = ()
-        self._refusal = None
         self._content_length = 0
         self._forwarded = False
         self.in_head = False
@@ -479,7 +481,7 @@ class RequestParser:
             self._chunked = True
             self._trailer_count = self._trailer_bytes = 0
         self.buffered += _HEAD_WEIGHT
-        self._events.append(head)
+        self.events.append(head)
 
     def _check_codings(self) -> None:
         codings = [c.strip().lower() for v in self._te_values for c in v.split(b",") if c.strip()]
@@ -494,7 +496,7 @@ class RequestParser:
         self._progressed = True
         self._trailers_next = False
         self.buffered += len(body)
-        self._events.append(body)
+        self.events.append(body)
 
     def on_chunk_header(self) -> None:
         # The chunk-size line (and its extensions) ended; data follows unless it was the last
@@ -533,7 +535,7 @@ class RequestParser:
     def on_message_complete(self) -> None:
         self._chunked = self._trailers_next = False
         self._idle = True
-        self._events.append(END_OF_MESSAGE)
+        self.events.append(END_OF_MESSAGE)
 
 
 def _where_refused(window: bytes) -> tuple[int, int] | None:

@@ -40,6 +40,7 @@ from steadyloop.observe.threadpool import install_thread_pools
 from steadyloop.observe.watchdog import Watchdog
 from steadyloop.observe.words import counted
 from steadyloop.protocols.http1.connection import Http1Connection
+from steadyloop.protocols.http1.cycle import Http1Cycle
 from steadyloop.protocols.shared import ServerState
 from steadyloop.protocols.tls import TlsGate
 from steadyloop.sdnotify import Notifier
@@ -298,9 +299,12 @@ class Server:
         assert state is not None
         for conn in list(state.connections):
             conn.abort()
-        for task in list(INFLIGHT):
+        for task, info in list(INFLIGHT.items()):
             if isinstance(task, asyncio.Task) and task.get_loop() is self.loop and not task.done():
-                task.cancel()
+                if isinstance(info, Http1Cycle) and isinstance(info.conn, Http1Connection):
+                    info.conn.cancel_task(info)
+                else:
+                    task.cancel()
 
     def _tick(self) -> None:
         state = self.state

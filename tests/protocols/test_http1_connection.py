@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from steadyloop.observe.inflight import INFLIGHT
 from tests.protocols.fakes import Harness
 
 GET = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -221,6 +223,64 @@ def test_an_app_that_returns_without_a_response_gets_500(harness: Harness) -> No
         h.feed(conn, GET % b"")
         assert transport.take().startswith(b"HTTP/1.1 500 ")
         assert h.state.requests == 1
+    finally:
+        h.close()
+
+
+def test_every_way_an_app_task_ends_is_accounted_for() -> None:
+    """The task counter and the in-flight registry let go of a request's task however it
+    ends: answered, raising, silent, cancelled while it waits."""
+    gate = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        path = scope["path"]
+        if path == "/raise":
+            raise ValueError("app bug")
+        if path == "/silent":
+            return
+        if path == "/wait":
+            await gate.wait()
+        await hello(scope, receive, send)
+
+    h = make(app)
+    try:
+        for path, status in ((b"ok", b"200"), (b"raise", b"500"), (b"silent", b"500")):
+            conn, transport = h.connect()
+            h.feed(conn, GET % path)
+            assert transport.take().startswith(b"HTTP/1.1 " + status)
+            assert h.state.tasks == 0 and not INFLIGHT
+        conn, transport = h.connect()
+        h.feed(conn, GET % b"wait")
+        assert h.state.tasks == 1
+        [task] = INFLIGHT
+        task.cancel()
+        h.settle()
+        # A cancelled app that had not answered gets a 500, as one that returned silently.
+        assert transport.take().startswith(b"HTTP/1.1 500 ")
+        assert h.state.tasks == 0 and not INFLIGHT
+    finally:
+        h.close()
+
+
+def test_a_task_cancelled_before_its_first_step_is_accounted_for(recwarn: pytest.WarningsRecorder) -> None:
+    started: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        started.append(scope["path"])
+        await hello(scope, receive, send)
+
+    h = make(app)
+    try:
+        conn, transport = h.connect()
+        conn.data_received(GET % b"a")  # the task exists; its first step has not run
+        [(task, cycle)] = INFLIGHT.items()
+        conn.cancel_task(cycle)  # type: ignore[arg-type]
+        h.settle()
+        assert task.cancelled() and started == []
+        assert h.state.tasks == 0 and not INFLIGHT
+        assert transport.take().startswith(b"HTTP/1.1 500 ")
+        gc.collect()
+        assert not [w for w in recwarn if "never awaited" in str(w.message)]
     finally:
         h.close()
 

@@ -27,6 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from types import CoroutineType
 from typing import Any
 
 from steadyloop.asgi.cycle import ClientDisconnected
@@ -44,6 +45,7 @@ from steadyloop.protocols.tls import tls_extension
 logger = logging.getLogger("steadyloop.error")
 
 _Task = asyncio.Task
+_Coroutine = CoroutineType
 # Shared by every scope: apps read it, none has a reason to write to it.
 _ASGI = {"version": ASGI_VERSION, "spec_version": SPEC_VERSION}
 # Lingering close: how long, and how many bytes, we keep reading (and dropping) after our
@@ -296,6 +298,16 @@ class Http1Connection(asyncio.Protocol):
                         if buffered > PIPELINE_HIGH_WATER:
                             self.pause_reading()
                     return
+                events = parser.events
+                if not events:
+                    return
+                if cycle is not None and events[0] is END_OF_MESSAGE:
+                    # parser.next_event and cycle.end_body, inlined: every request ends so.
+                    events.popleft()
+                    cycle.body_complete = True
+                    if cycle.waiter is not None:
+                        cycle._wake()
+                    continue
                 event = parser.next_event()
                 if event is NEED_DATA:
                     return
@@ -341,13 +353,17 @@ class Http1Connection(asyncio.Protocol):
             raw_path = root_path.encode("utf-8") + raw_path
         headers = head.headers
         scope = self.scope_base.copy()
-        scope["http_version"] = head.http_version
+        version = head.http_version
+        if version != "1.1":  # the base's
+            scope["http_version"] = version
         scope["method"] = head.method
         scope["path"] = path
         scope["raw_path"] = raw_path
         scope["query_string"] = query
         scope["headers"] = headers
-        scope["state"] = state.lifespan_state.copy()
+        lifespan_state = state.lifespan_state
+        # A fresh dict each request, as the spec asks; most apps keep no lifespan state.
+        scope["state"] = lifespan_state.copy() if lifespan_state else {}
         if self.proxy_trusted and head.forwarded:
             scope["client"], scope["scheme"] = state.proxies.forwarded(headers, self.client, self.scheme)
         if head.upgrade and self._upgrade(head, scope):
@@ -370,9 +386,15 @@ class Http1Connection(asyncio.Protocol):
         task: asyncio.Task[None]
         try:
             coro = state.app(scope, cycle.receive, cycle.send)
-            if state.plain_tasks:
-                # Built directly, with a fixed name: otherwise CPython formats a fresh "Task-N"
-                # name for every request.
+            if self.corked is None and state.plain_tasks:
+                # The task ends itself (see _run_app). Built directly, with a fixed name:
+                # otherwise CPython formats a fresh "Task-N" name for every request.
+                if type(coro) is not _Coroutine and not asyncio.iscoroutine(coro):
+                    raise TypeError(f"a coroutine was expected, got {coro!r}")  # as asyncio.Task says
+                cycle.coro = coro
+                task = _Task(self._run_app(cycle), loop=self.loop, name="steadyloop-request")
+            elif state.plain_tasks:
+                # Pipelined: the task ends through _task_done, which carries the stall check.
                 task = _Task(coro, loop=self.loop, name="steadyloop-request")  # type: ignore[arg-type]
             else:
                 task = self.loop.create_task(coro)  # type: ignore[arg-type]  # the loop's factory
@@ -382,7 +404,52 @@ class Http1Connection(asyncio.Protocol):
         state.tasks += 1
         INFLIGHT[task] = cycle
         cycle.task = task
-        task.add_done_callback(self._task_done)
+        if cycle.coro is None:  # not _run_app's
+            cycle.ends_by_callback = True
+            task.add_done_callback(self._task_done)
+
+    async def _run_app(self, cycle: Http1Cycle) -> None:
+        """The task of a request that is not pipelined: the app, then at once what a done
+        callback would do a loop turn later, in the common case (the app returned, its
+        response complete). Any other end (an exception, a cancellation, no response) is
+        left to _task_done, as is the end of a task that carries the pipeline's stall check.
+        """
+        coro = cycle.coro
+        cycle.coro = None  # started: a cancellation now reaches the except clause
+        try:
+            await coro  # type: ignore[misc]
+        except BaseException:
+            self._end_by_callback(cycle)
+            raise
+        if cycle.ends_by_callback:
+            return
+        if not cycle.response_complete:
+            self._end_by_callback(cycle)
+            return
+        state = self.state
+        state.tasks -= 1
+        del INFLIGHT[cycle.task]
+        if state.shutting_down:
+            state.check_idle()
+
+    def _end_by_callback(self, cycle: Http1Cycle) -> None:
+        """Let `_task_done` end this cycle's task (once), from the task's outcome."""
+        if not cycle.ends_by_callback:
+            cycle.ends_by_callback = True
+            cycle.task.add_done_callback(self._task_done)  # type: ignore[union-attr]  # set with the task
+
+    def cancel_task(self, cycle: Http1Cycle) -> None:
+        """Cancel the task serving `cycle` (the server gives up on it). A task whose first
+        step has not run yet would end without entering _run_app's except clause, and leave
+        its app's coroutine never awaited: it ends through _task_done, as a cancelled app."""
+        task = cycle.task
+        assert task is not None
+        coro = cycle.coro
+        if coro is not None:
+            cycle.coro = None
+            coro.close()
+            self._end_by_callback(cycle)
+        task.cancel()
 
     # -- requests served without a task (state.direct_http1) -----------------------------------
 
@@ -392,6 +459,7 @@ class Http1Connection(asyncio.Protocol):
         task = _Task(coro, loop=self.loop, name="steadyloop-request")
         INFLIGHT[task] = cycle
         cycle.task = task
+        cycle.ends_by_callback = True
         task.add_done_callback(self._task_done)
 
     def direct_done(self, cycle: Http1Cycle, exc: BaseException | None) -> None:
@@ -468,6 +536,11 @@ class Http1Connection(asyncio.Protocol):
         corked = self.corked = []
         self.write = corked.append
         self.checked = self.answered
+        cycle = self.cycle
+        if cycle is not None and cycle.task is not None:
+            # The stall check rides on the done callback of the task that completed the
+            # last response (see _stall_check): this one may be it.
+            self._end_by_callback(cycle)
         if self.check_armed is None:
             self.check_armed = _SOON
             self.loop.call_soon(self._check_soon)
@@ -492,8 +565,9 @@ class Http1Connection(asyncio.Protocol):
         While corked, one check is always pending, to run after the next request's first
         step. Its carrier is free in the common case: the task that completed the last
         response ended in that same step, after queueing the next request's step, so its
-        `_task_done` (a callback asyncio queues anyway) runs right after that step and
-        checks. Only when that task is still running (it went on after its response, or
+        `_task_done` (the done callback every task of a pipelined request gets: only a
+        request that is not pipelined ends inside its task, see _run_app) runs right after
+        that step and checks. Only when that task is still running (it went on after its response, or
         the response was completed by something else) does the check cost a handle.
         A check that runs early finds no progress and uncorks: fewer responses per write,
         never a response held back.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
 from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
@@ -61,6 +61,10 @@ class Http1Cycle(RequestCycle[Http1Owner]):
     writer: BodyWriter = NO_BODY  # the framing, once the head is out
     sendfile_job: SendfileJob | None = None  # set while a pathsend is on a pool thread
     task: asyncio.Task[None] | None = None  # the app's task, once it runs
+    # The app's coroutine, until its task's first step (Http1Connection._run_app) takes it.
+    coro: Coroutine[Any, Any, None] | None = None
+    # The task ends through Http1Connection._task_done rather than at the end of _run_app.
+    ends_by_callback = False
     # Called once the client is gone, for an app that serves the request without a task of
     # its own (the WSGI bridge's direct path): it has no receive() waiting to hear it.
     on_gone: Callable[[], None] | None = None
@@ -97,7 +101,7 @@ class Http1Cycle(RequestCycle[Http1Owner]):
 
     def _write_head(self, body_length: int) -> tuple[bytes, int, int]:
         """Build the response head; `body_length` is -1 while more body is to come.
-        Returns (head bytes, framing, content length or -1)."""
+        Returns (head bytes, framing, content length or -1). (Inlined in _send_body.)"""
         status = self.status
         try:
             head, framing, content_length, self.keep_alive = build_head(
@@ -125,12 +129,31 @@ class Http1Cycle(RequestCycle[Http1Owner]):
         message is measurable on the hot path.
         """
         if not self.head_written:
-            head, framing, length = self._write_head(-1 if more else len(body))
+            # _write_head, inlined: this runs once per response.
+            status = self.status
+            try:
+                head, framing, length, self.keep_alive = build_head(
+                    status,
+                    self.response_headers,
+                    self.conn.state.head_extra_block,
+                    not (self.is_head or status < 200 or status == 204 or status == 304),
+                    -1 if more else len(body),
+                    self.head.http_version == "1.0",
+                    self.keep_alive,
+                )
+            except ResponseError as exc:
+                self.response_started = False  # let the error path answer 500
+                raise RuntimeError(str(exc)) from None
+            self.head_written = True
             if not more and framing == FRAMING_LENGTH and length == len(body):
                 # The whole body in one message, as promised: the most common response.
                 self.bytes_sent = length
                 self.conn.write(head + body if body else head)
-                self._complete()
+                # _complete, inlined.
+                self.response_complete = True
+                if self.waiter is not None:
+                    self._wake()
+                self.conn.response_complete(self)
                 return False
             writer = self.writer = writer_for(framing, length)
             try:
