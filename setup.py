@@ -33,7 +33,6 @@ HOT_MODULES = [
     "steadyloop/protocols/http1/connection.py",
     "steadyloop/protocols/http1/cycle.py",
     "steadyloop/protocols/http2/stream.py",
-    "steadyloop/wsgi/bridge.py",
     "steadyloop/wsgi/exchange.py",
 ]
 

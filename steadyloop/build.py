@@ -18,7 +18,6 @@ HOT_MODULES = (
     "steadyloop.protocols.http1.connection",
     "steadyloop.protocols.http1.cycle",
     "steadyloop.protocols.http2.stream",
-    "steadyloop.wsgi.bridge",
     "steadyloop.wsgi.exchange",
 )
 
