@@ -101,7 +101,7 @@ class Http1Cycle(RequestCycle[Http1Owner]):
 
     def _write_head(self, body_length: int) -> tuple[bytes, int, int]:
         """Build the response head; `body_length` is -1 while more body is to come.
-        Returns (head bytes, framing, content length or -1). (Inlined in _send_body.)"""
+        Returns (head bytes, framing, content length or -1)."""
         status = self.status
         try:
             head, framing, content_length, self.keep_alive = build_head(
@@ -129,22 +129,7 @@ class Http1Cycle(RequestCycle[Http1Owner]):
         message is measurable on the hot path.
         """
         if not self.head_written:
-            # _write_head, inlined: this runs once per response.
-            status = self.status
-            try:
-                head, framing, length, self.keep_alive = build_head(
-                    status,
-                    self.response_headers,
-                    self.conn.state.head_extra_block,
-                    not (self.is_head or status < 200 or status == 204 or status == 304),
-                    -1 if more else len(body),
-                    self.head.http_version == "1.0",
-                    self.keep_alive,
-                )
-            except ResponseError as exc:
-                self.response_started = False  # let the error path answer 500
-                raise RuntimeError(str(exc)) from None
-            self.head_written = True
+            head, framing, length = self._write_head(-1 if more else len(body))
             if not more and framing == FRAMING_LENGTH and length == len(body):
                 # The whole body in one message, as promised: the most common response.
                 self.bytes_sent = length
