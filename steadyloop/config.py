@@ -163,6 +163,7 @@ class Config:
     lifespan: LifespanChoice = "auto"
     root_path: str = ""
     threads: int = 40  # the thread pool for sync work (WSGI, `def` endpoints)
+    eager_start: bool = True  # an ASGI request's first step runs in the read callback
     pid_file: str | None = None
 
     proxy_headers: bool = True

@@ -177,6 +177,13 @@ RUNTIME_OPTIONS: tuple[Option, ...] = (
     ),
     Option("--threads", "threads", whole_number, "threads for sync work: WSGI apps, `def` endpoints"),
     Option(
+        "--eager-start",
+        "eager_start",
+        _bool,
+        "run an HTTP/1.1 request's first step at once, without a task of its own until it awaits",
+        "switch",
+    ),
+    Option(
         "--pid-file",
         "pid_file",
         str,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from steadyloop.http.response import DateCache
 from steadyloop.protocols.base import Connection
+from steadyloop.protocols.eager import Hosts
 from steadyloop.protocols.proxies import TrustedProxies
 
 if TYPE_CHECKING:
@@ -60,6 +61,9 @@ class ServerState:
         self.refresh_head_extra()
         # No task factory installed on the loop: request tasks can be built directly.
         self.plain_tasks = self.loop.get_task_factory() is None
+        # --eager-start: where an HTTP/1.1 request's first step may run inline (eager.py).
+        # Only with no task factory, like direct_http1 below.
+        self.hosts: Hosts | None = Hosts(self.loop) if self.plain_tasks and self.config.eager_start else None
         # An app that can serve an HTTP/1.1 request without a task of its own (the WSGI
         # bridge): `serve_http1_direct(scope, cycle)`, see Http1Connection.direct_to_task.
         # Only with no task factory: one installed on the loop expects to see every request.

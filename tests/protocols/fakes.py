@@ -2,7 +2,7 @@
 
     harness = Harness(app)                 a ServerState on a private event loop
     conn, transport = harness.connect()    a connection_made() with a FakeTransport
-    harness.feed(conn, b"GET / ...")       data_received(), then run the app's tasks
+    harness.feed(conn, b"GET / ...")       data_received() from the loop, then run the app's tasks
     transport.take()                       what the protocol wrote since the last take()
 
 The loop is real (asyncio's), so app tasks and futures behave as in a server;
@@ -121,8 +121,15 @@ class Harness:
         return conn, transport
 
     def feed(self, conn: asyncio.Protocol, data: bytes) -> None:
-        conn.data_received(data)
+        self.receive(conn, data)
         self.settle()
+
+    def receive(self, conn: asyncio.Protocol, data: bytes) -> None:
+        """data_received(), called by the loop as a transport's read would be (an app's first
+        step may run in it, see --eager-start); nothing else runs after it."""
+        self.loop.call_soon(conn.data_received, data)
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
 
     def settle(self, turns: int = 50) -> None:
         """Run the loop until nothing is ready (bounded: a livelock fails the test)."""

@@ -53,7 +53,7 @@ def test_pipelined_requests_are_answered_in_order(harness: Harness) -> None:
 def test_a_request_split_into_single_bytes_is_served(harness: Harness) -> None:
     conn, transport = harness.connect()
     for byte in GET % b"slow":
-        conn.data_received(bytes([byte]))
+        harness.receive(conn, bytes([byte]))
     harness.settle()
     assert transport.take().endswith(b"/slow")
 
@@ -113,7 +113,7 @@ def test_an_unread_body_pauses_reading_until_the_app_takes_it() -> None:
         for _ in range(size // 65536 + 1):
             if not transport.reading:
                 break
-            conn.data_received(b"x" * min(65536, size - 0))
+            h.receive(conn, b"x" * min(65536, size - 0))
         assert not transport.reading  # paused: the app has not read
         gate.set()
         h.settle()
@@ -269,7 +269,7 @@ def test_a_task_cancelled_before_its_first_step_is_accounted_for(recwarn: pytest
         started.append(scope["path"])
         await hello(scope, receive, send)
 
-    h = make(app)
+    h = make(app, eager_start=False)
     try:
         conn, transport = h.connect()
         conn.data_received(GET % b"a")  # the task exists; its first step has not run
@@ -277,6 +277,34 @@ def test_a_task_cancelled_before_its_first_step_is_accounted_for(recwarn: pytest
         conn.cancel_task(cycle)  # type: ignore[arg-type]
         h.settle()
         assert task.cancelled() and started == []
+        assert h.state.tasks == 0 and not INFLIGHT
+        assert transport.take().startswith(b"HTTP/1.1 500 ")
+        gc.collect()
+        assert not [w for w in recwarn if "never awaited" in str(w.message)]
+    finally:
+        h.close()
+
+
+def test_a_request_cancelled_after_its_eager_first_step_awaited_is_accounted_for(
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    steps: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        steps.append("first")
+        await asyncio.sleep(0)
+        steps.append("second")
+        await hello(scope, receive, send)
+
+    h = make(app)
+    try:
+        conn, transport = h.connect()
+        h.receive(conn, GET % b"a")  # the first step ran inline and awaited: a host adopted it
+        [(task, cycle)] = INFLIGHT.items()
+        assert steps == ["first"] and h.state.tasks == 1
+        conn.cancel_task(cycle)  # type: ignore[arg-type]
+        h.settle()
+        assert task.cancelled() and steps == ["first"]
         assert h.state.tasks == 0 and not INFLIGHT
         assert transport.take().startswith(b"HTTP/1.1 500 ")
         gc.collect()
@@ -479,7 +507,11 @@ def test_watching_a_pipeline_for_stalls_schedules_no_callback_per_request(harnes
     finally:
         del loop.call_soon
     assert transport.take().count(b"HTTP/1.1 200 OK") == 16 and transport.writes == 1
-    ours = [cb for cb in scheduled if getattr(cb, "__self__", None) is conn and cb.__name__ != "_task_done"]
+    ours = [
+        cb
+        for cb in scheduled
+        if getattr(cb, "__self__", None) is conn and cb.__name__ not in ("_task_done", "data_received")
+    ]
     assert len(ours) <= 1
 
 

@@ -26,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Callable
+from contextvars import copy_context
 from types import CoroutineType
 from typing import Any
 
@@ -37,6 +39,7 @@ from steadyloop.http.parser import END_OF_MESSAGE, NEED_DATA, RequestHead, Reque
 from steadyloop.http.response import simple_response
 from steadyloop.observe.inflight import INFLIGHT
 from steadyloop.protocols import websocket
+from steadyloop.protocols.eager import TASK_NAME, Resumed
 from steadyloop.protocols.http1.cycle import Http1Cycle
 from steadyloop.protocols.http2.connection import H2_PREFACE, start_http2
 from steadyloop.protocols.shared import ServerState, log_request
@@ -78,9 +81,11 @@ class Http1Connection(asyncio.Protocol):
         "data_since",
         "done",
         "drain_waiter",
+        "eager",
         "extensions",
         "fresh",
         "head_since",
+        "hosts",
         "idle_since",
         "keep_alive_off",
         "last_task",
@@ -93,6 +98,7 @@ class Http1Connection(asyncio.Protocol):
         "scheme",
         "scope_base",
         "server",
+        "starting",
         "state",
         "transport",
         "write",
@@ -147,6 +153,11 @@ class Http1Connection(asyncio.Protocol):
         # _task_done carries it.
         self.check_armed: object = None
         self.last_task: asyncio.Task[None] | None = None  # ran the last response completed while corked
+        # Eager start (protocols/eager.py): True while data_received parses, when a request
+        # that starts may wait for its first step to run inline, as `starting`.
+        self.hosts = state.hosts
+        self.eager = False
+        self.starting: Http1Cycle | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
@@ -214,10 +225,21 @@ class Http1Connection(asyncio.Protocol):
             self.head_since = self.state.now
         try:
             self.parser.feed(data)
+            self.eager = self.hosts is not None
             self._pump()
+            self.eager = False
+            cycle = self.starting
+            if cycle is not None:
+                self.starting = None
+                self._start_eagerly(cycle)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException:
+            self.eager = False
+            cycle = self.starting
+            if cycle is not None and cycle.coro is not None:
+                self.starting = None
+                cycle.coro.close()
             self._fatal("error while reading a request")
 
     def _not_http1(self, data: bytes) -> bool:
@@ -294,6 +316,12 @@ class Http1Connection(asyncio.Protocol):
                         # A pipelined request waits in the parser for this response to
                         # finish: gather the responses until the pipeline drains.
                         if self.corked is None:
+                            starting = self.starting
+                            if starting is not None:
+                                # Pipelined behind it: a task serves this one too, and
+                                # carries the cork's stall check like the rest.
+                                self.starting = None
+                                self._start_task(starting)
                             self._cork()
                         if buffered > PIPELINE_HIGH_WATER:
                             self.pause_reading()
@@ -392,10 +420,13 @@ class Http1Connection(asyncio.Protocol):
                 if type(coro) is not _Coroutine and not asyncio.iscoroutine(coro):
                     raise TypeError(f"a coroutine was expected, got {coro!r}")  # as asyncio.Task says
                 cycle.coro = coro
-                task = _Task(self._run_app(cycle), loop=self.loop, name="steadyloop-request")
+                if self.eager:
+                    self.starting = cycle  # its first step runs once the read is parsed
+                    return
+                task = _Task(self._run_app(cycle), loop=self.loop, name=TASK_NAME)
             elif state.plain_tasks:
                 # Pipelined: the task ends through _task_done, which carries the stall check.
-                task = _Task(coro, loop=self.loop, name="steadyloop-request")  # type: ignore[arg-type]
+                task = _Task(coro, loop=self.loop, name=TASK_NAME)  # type: ignore[arg-type]
             else:
                 task = self.loop.create_task(coro)  # type: ignore[arg-type]  # the loop's factory
         except Exception as exc:  # the app's __call__ failed before it became a task
@@ -407,6 +438,64 @@ class Http1Connection(asyncio.Protocol):
         if cycle.coro is None:  # not _run_app's
             cycle.ends_by_callback = True
             task.add_done_callback(self._task_done)
+
+    def _start_eagerly(self, cycle: Http1Cycle) -> None:
+        """Run the first step of the request's app inline, as the worker's host task would
+        (see protocols/eager.py): the common request is answered here, without a task."""
+        hosts = self.hosts
+        assert hosts is not None
+        host = hosts.idle
+        if host is None or host.done():
+            host = hosts.new_host()
+        loop = self.loop
+        coro: Any = cycle.coro  # the app's, as _start_request checked
+        context = copy_context()
+        try:
+            _enter_task(loop, host)
+        except RuntimeError:  # a task is running: not called by the loop after all
+            self._start_task(cycle)
+            return
+        INFLIGHT[host] = cycle  # for the watchdog: the request this step serves
+        try:
+            # next() with a default: a step that returns ends without a StopIteration to
+            # raise and catch (what a task's step avoids too, in C).
+            yielded = context.run(next, coro.__await__(), _RETURNED)
+        except BaseException as exc:
+            _leave_task(loop, host)
+            del INFLIGHT[host]
+            cycle.coro = None
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                raise
+            if not isinstance(exc, asyncio.CancelledError):
+                self._app_failed(cycle, exc)
+            elif not cycle.response_complete:
+                self._app_failed(cycle, None)
+            self._eager_done()
+            return
+        _leave_task(loop, host)
+        if yielded is not _RETURNED:
+            # It awaits: the host carries on with it, as this request's task.
+            cycle.coro = Resumed(coro, yielded, context)
+            self.state.tasks += 1
+            cycle.task = hosts.adopt(self._run_app(cycle))
+            return
+        del INFLIGHT[host]
+        cycle.coro = None
+        if not cycle.response_complete:
+            self._app_returned_early(cycle)
+        self._eager_done()
+
+    def _eager_done(self) -> None:
+        state = self.state
+        if state.shutting_down:
+            state.check_idle()
+
+    def _start_task(self, cycle: Http1Cycle) -> None:
+        """A task for a request whose start was left to _start_eagerly."""
+        task = _Task(self._run_app(cycle), loop=self.loop, name=TASK_NAME)
+        self.state.tasks += 1
+        INFLIGHT[task] = cycle
+        cycle.task = task
 
     async def _run_app(self, cycle: Http1Cycle) -> None:
         """The task of a request that is not pipelined: the app, then at once what a done
@@ -456,7 +545,7 @@ class Http1Connection(asyncio.Protocol):
     def direct_to_task(self, cycle: Http1Cycle, coro: Any) -> None:
         """A request served directly needs a task after all (a streamed body, the request
         body, a file, an error): `coro` becomes its task, already counted, and ends it."""
-        task = _Task(coro, loop=self.loop, name="steadyloop-request")
+        task = _Task(coro, loop=self.loop, name=TASK_NAME)
         INFLIGHT[task] = cycle
         cycle.task = task
         cycle.ends_by_callback = True
@@ -832,6 +921,8 @@ class Http1Connection(asyncio.Protocol):
 
 # check_armed: the stall check is a call_soon handle (see _stall_check).
 _SOON: object = object()
+# What an app's first step gives back when it returned (see _start_eagerly).
+_RETURNED: object = object()
 
 
 def _not_connected(data: bytes) -> None:

@@ -26,6 +26,7 @@ from steadyloop.http.writers import (
     LengthWriter,
     writer_for,
 )
+from steadyloop.protocols.eager import Resumed
 from steadyloop.protocols.http1.sendfile import SENDFILE_CHUNK, SendfileJob
 
 logger = logging.getLogger("steadyloop.error")
@@ -62,7 +63,7 @@ class Http1Cycle(RequestCycle[Http1Owner]):
     sendfile_job: SendfileJob | None = None  # set while a pathsend is on a pool thread
     task: asyncio.Task[None] | None = None  # the app's task, once it runs
     # The app's coroutine, until its task's first step (Http1Connection._run_app) takes it.
-    coro: Coroutine[Any, Any, None] | None = None
+    coro: Coroutine[Any, Any, None] | Resumed | None = None
     # The task ends through Http1Connection._task_done rather than at the end of _run_app.
     ends_by_callback = False
     # Called once the client is gone, for an app that serves the request without a task of

@@ -1,0 +1,117 @@
+"""Eager start: an ASGI request's first step runs at once, in the read callback.
+
+Why: most requests are answered in their first step (the app never waits for anything),
+yet a task per request runs that step a loop turn later, after every other connection's
+read of the same epoll batch. With many connections that is a cache-cold second visit to
+each connection's objects (socket, transport, protocol, parser), and a task's creation,
+scheduling and completion on top. Run inline, a request is read, served and written while
+its objects are hot, and needs no task of its own.
+
+What the app sees is still a task's step: `asyncio.current_task()` is a real Task (the
+*host*), contextvars set by the step live in a fresh context of the request's own, and a
+watchdog report names the request. Python 3.12's eager tasks do the same inside asyncio;
+on 3.11 the pieces are `_enter_task`/`_leave_task`, which asyncio's own tasks call around
+each step.
+
+The host is one pending task per worker, waiting for a request to adopt. A step that
+finishes leaves the host idle for the next request's step. A step that awaits (its
+coroutine yields a future) makes the host that request's task: the host carries on
+driving the same coroutine, in the same context, so everything that saw the host as the
+current task in the first step (anyio cancel scopes, `asyncio.timeout`, task groups) sees
+the same task to the end. A fresh host is made for the next request. The cost of a request
+that awaits is one more loop turn before it continues, and a generator hop per resumption.
+
+One difference from a task per request remains: requests answered in their first step
+share the host as their current task, one after another. State an app keys by
+`current_task()` and leaves behind is seen by the next such request; `--no-eager-start`
+gives every request a task of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Generator
+from contextvars import Context
+from typing import Any
+
+# A request task's name (CPython would format a fresh "Task-N" for each one).
+TASK_NAME = "steadyloop-request"
+
+
+class Hosts:
+    """One worker's idle host task (see the module's docstring). Loop thread only."""
+
+    __slots__ = ("_adopt", "idle", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.idle: asyncio.Task[None] | None = None
+        self._adopt: asyncio.Future[Coroutine[Any, Any, None]] | None = None
+
+    def new_host(self) -> asyncio.Task[None]:
+        """A new idle host, for when there is none (or it was cancelled: a shutdown cancels
+        every pending task). Callers use `idle` while it is not done."""
+        adopt: asyncio.Future[Coroutine[Any, Any, None]] = self.loop.create_future()
+        self._adopt = adopt
+        idle = self.idle = asyncio.Task(_host(adopt), loop=self.loop, name=TASK_NAME)
+        return idle
+
+    def adopt(self, runner: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """The idle host becomes the task that runs `runner` (which carries on the request
+        whose first step just awaited); the next request's step gets a new host."""
+        host, adopt = self.idle, self._adopt
+        assert host is not None and adopt is not None
+        self.idle = self._adopt = None
+        adopt.set_result(runner)
+        return host
+
+
+async def _host(adopt: asyncio.Future[Coroutine[Any, Any, None]]) -> None:
+    try:
+        runner = await adopt
+    except BaseException:
+        # Cancelled: idle (a shutdown), or adopted but cancelled before this step ran (the
+        # request's coroutines are closed by whoever cancelled it; close ours too).
+        if adopt.done() and not adopt.cancelled():
+            adopt.result().close()
+        raise
+    await runner
+
+
+class Resumed:
+    """Awaitable: the rest of a coroutine whose first step ran eagerly and yielded
+    `yielded`. Awaited in the host task, it hands `yielded` (the future the coroutine waits
+    for) to the task, and passes every resumption on to the coroutine, in `context`."""
+
+    __slots__ = ("context", "coro", "yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], yielded: Any, context: Context) -> None:
+        self.coro = coro
+        self.yielded = yielded
+        self.context = context
+
+    def close(self) -> None:
+        self.coro.close()
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro = self.coro
+        run: Callable[..., Any] = self.context.run
+        send, throw = coro.send, coro.throw
+        yielded = self.yielded
+        self.yielded = None
+        while True:
+            try:
+                value = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # thrown in by the task: a cancellation, mostly
+                try:
+                    yielded = run(throw, exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    yielded = run(send, value)
+                except StopIteration:
+                    return
