@@ -45,6 +45,9 @@ class ServerState:
     server_header_block: bytes = b""
     idle_waiter: asyncio.Future[None] | None = None
     metrics: RequestCounters | None = None  # --metrics: counted where a request ends
+    # (server address, scheme) -> the HTTP/1.1 scope base its connections share (one per
+    # listening address and scheme; see Http1Connection.connection_made).
+    scope_bases: dict[tuple[Any, str], dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         config = self.config

@@ -183,26 +183,34 @@ class Http1Connection(asyncio.Protocol):
         elif isinstance(sock_name, str):
             self.server = (sock_name, None)
         self.proxy_trusted = state.trusts(self.client[0] if self.client else None)
-        # What every request's scope on this connection shares; each request copies it (a
-        # dict copy is cheaper than building a 14-key dict) and fills in its own entries
-        # (method, path, raw_path, query_string, headers, state: placeholders here, which
-        # keep the keys in the order apps see them).
-        self.scope_base = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": "1.1",
-            "server": self.server,
-            "client": self.client,
-            "scheme": self.scheme,
-            "method": "GET",
-            "root_path": self.root_path,
-            "path": "/",
-            "raw_path": b"/",
-            "query_string": b"",
-            "headers": [],
-            "state": {},
-            "extensions": self.extensions,
-        }
+        # What every request's scope shares; each request copies it (a dict copy is cheaper
+        # than building a 14-key dict) and fills in its own entries (client, method, path,
+        # raw_path, query_string, headers, state: placeholders here, which keep the keys in
+        # the order apps see them). Shared by the connections of one listening address, so
+        # that with many connections the copy reads a dict in cache, not one per connection.
+        shared = state.scope_bases if self.extensions is EXTENSIONS else None
+        key = (self.server, self.scheme)
+        base = shared.get(key) if shared is not None else None
+        if base is None:
+            base = {
+                "type": "http",
+                "asgi": _ASGI,
+                "http_version": "1.1",
+                "server": self.server,
+                "client": None,
+                "scheme": self.scheme,
+                "method": "GET",
+                "root_path": self.root_path,
+                "path": "/",
+                "raw_path": b"/",
+                "query_string": b"",
+                "headers": [],
+                "state": {},
+                "extensions": self.extensions,
+            }
+            if shared is not None:
+                shared[key] = base
+        self.scope_base = base
         limit = self.concurrency
         if limit is not None and len(state.connections) > limit:
             self._refuse(503, "too many connections")
@@ -381,6 +389,7 @@ class Http1Connection(asyncio.Protocol):
             raw_path = root_path.encode("utf-8") + raw_path
         headers = head.headers
         scope = self.scope_base.copy()
+        scope["client"] = self.client
         version = head.http_version
         if version != "1.1":  # the base's
             scope["http_version"] = version
