@@ -184,6 +184,7 @@ class RequestParser:
         "_llhttp",
         "_progressed",
         "_refusal",
+        "_reusable",
         "_stalled",
         "_target",
         "_te",
@@ -233,6 +234,8 @@ class RequestParser:
         # No head has ended since the parser was last idle at a read's start: the next head to
         # end is the one `_window` starts with (see _http_version).
         self._first_in_read = False
+        # The last request left the connection open: llhttp takes more bytes (see at_rest).
+        self._reusable = True
         self._reset_head()
 
     def _reset_head(self) -> None:
@@ -332,6 +335,13 @@ class RequestParser:
     def _error(self, error: ProtocolError) -> None:
         self.dead = True
         self.events.append(error)
+
+    def at_rest(self) -> bool:
+        """Between requests and holding nothing: no event waiting, no byte of a next request
+        fed, no error, and the last request left the connection open (after one that did
+        not, llhttp refuses further bytes). Such a parser is as good as a new one, for any
+        connection (see Http1Connection.data_received)."""
+        return self._idle and not self.events and not self.dead and self._reusable
 
     def next_event(self) -> RequestHead | bytes | _Sentinel:
         events = self.events
@@ -449,12 +459,13 @@ class RequestParser:
         method = _METHODS.get(raw_method)
         if method is None:
             method = raw_method.decode("ascii")
+        keep_alive = self._reusable = parser.should_keep_alive() and not upgrade
         head = RequestHead(
             method,
             self._target,
             version,
             self._headers,
-            parser.should_keep_alive() and not upgrade,
+            keep_alive,
             self._content_length,
             self._te,
             # "A server that receives a 100-continue expectation in an HTTP/1.0 request MUST
@@ -536,6 +547,32 @@ class RequestParser:
         self._chunked = self._trailers_next = False
         self._idle = True
         self.events.append(END_OF_MESSAGE)
+
+
+class SpareParsers:
+    """One worker's parsers not in use, for connections to borrow a parser per read and
+    give it back when it is at rest (Http1Connection.data_received): with many connections
+    the reads share a few parsers, in cache, and a connection between requests holds none."""
+
+    __slots__ = ("_limits", "_spare")
+
+    def __init__(
+        self, max_request_line: int, max_header_count: int, max_header_size: int, max_head_size: int
+    ) -> None:
+        self._limits = (max_request_line, max_header_count, max_header_size, max_head_size)
+        self._spare: RequestParser | None = None
+
+    def take(self) -> RequestParser:
+        spare = self._spare
+        if spare is None:
+            return RequestParser(*self._limits)
+        self._spare = None
+        return spare
+
+    def give_back(self, parser: RequestParser) -> None:
+        """`parser` is at rest (see RequestParser.at_rest): as good as a new one. One spare is
+        kept; more would only be needed while connections hold part-read requests."""
+        self._spare = parser
 
 
 def _where_refused(window: bytes) -> tuple[int, int] | None:

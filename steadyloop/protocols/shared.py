@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from steadyloop.http.parser import SpareParsers
 from steadyloop.http.response import DateCache
 from steadyloop.protocols.base import Connection
 from steadyloop.protocols.eager import Hosts
@@ -75,6 +76,11 @@ class ServerState:
             self.app.serve_http1_direct if direct is not None else None  # type: ignore[attr-defined]
         )
         self.proxies = TrustedProxies(config.forwarded_allow_ips)
+        limits = config.limits
+        # HTTP/1.1 parsers, borrowed per read (Http1Connection.data_received).
+        self.spare_parsers = SpareParsers(
+            limits.max_request_line, limits.max_header_count, limits.max_header_size, limits.max_head_size
+        )
 
     def refresh_head_extra(self) -> None:
         """Server-added response headers (Date, Server, --header) as one block, rebuilt by the

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from steadyloop.http.errors import ProtocolError
-from steadyloop.http.parser import END_OF_MESSAGE, NEED_DATA, RequestHead, RequestParser
+from steadyloop.http.parser import END_OF_MESSAGE, NEED_DATA, RequestHead, RequestParser, SpareParsers
 
 
 def events(parser: RequestParser) -> list[Any]:
@@ -392,3 +392,60 @@ def test_many_keep_alive_requests_do_not_accumulate_head_size() -> None:
             parser.feed(request[i : i + 7])
         out = events(parser)
         assert isinstance(out[0], RequestHead) and out[-1] is END_OF_MESSAGE
+
+
+def test_a_parser_is_at_rest_only_between_kept_alive_requests_with_nothing_held() -> None:
+    # What a connection checks before giving its parser back to the worker's spares.
+    parser = RequestParser()
+    assert parser.at_rest()
+    parser.feed(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    assert not parser.at_rest()  # part of a head fed
+    parser.feed(b"\r\n")
+    assert not parser.at_rest()  # its events are not taken yet
+    events(parser)
+    assert parser.at_rest()
+    parser.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+    events(parser)
+    assert not parser.at_rest()  # inside a body
+    parser.feed(b"cd")
+    events(parser)
+    assert parser.at_rest()
+    parser.feed(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    events(parser)
+    assert not parser.at_rest()  # llhttp refuses bytes after a request that closes
+    for last in (
+        b"GET / HTTP/1.0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: ws\r\nConnection: upgrade\r\n\r\n",
+    ):
+        parser = RequestParser()
+        parser.feed(last)
+        events(parser)
+        assert not parser.at_rest()
+    parser = RequestParser()
+    parser.feed(b"BAD\x01 / HTTP/1.1\r\n\r\n")
+    assert not parser.at_rest()  # dead, its error waiting
+
+
+def test_a_parser_given_back_at_rest_parses_like_a_new_one() -> None:
+    spares = SpareParsers(8190, 100, 8190, 65536)
+    parser = spares.take()
+    parser.feed(b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+    assert type(events(parser)[0]) is RequestHead
+    assert parser.at_rest()
+    spares.give_back(parser)
+    again = spares.take()
+    assert again is parser and spares.take() is not parser  # one spare, then new ones
+    for data in (b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n", b"GXT /c HTTP/1.1\r\nHost: x\r\n\r\n"):
+        fresh = RequestParser()
+        reused = spares.take()
+        reused.feed(b"GET /warm HTTP/1.1\r\nHost: x\r\n\r\n")
+        events(reused)
+        assert reused.at_rest()
+        results = []
+        for p in (fresh, reused):
+            try:
+                p.feed(data)
+                results.append([(e.method, e.target) if isinstance(e, RequestHead) else e for e in events(p)])
+            except ProtocolError as exc:
+                results.append([exc.status, exc.reason])
+        assert results[0] == results[1]

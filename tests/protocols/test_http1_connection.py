@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from steadyloop.observe.inflight import INFLIGHT
+from steadyloop.protocols.http1.connection import RESTING
 from tests.protocols.fakes import Harness
 
 GET = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -561,3 +562,52 @@ def test_a_target_seen_before_gives_the_same_scope_entries() -> None:
         ("/api/seen/twice", rb, b"", "/api"),
         ("/api/seen/twice", rb, b"b=2", "/api"),
     ]
+
+
+def test_a_connection_holds_a_parser_only_while_a_request_is_part_read(harness: Harness) -> None:
+    first, first_transport = harness.connect()
+    second, second_transport = harness.connect(("10.0.0.8", 50001))
+    harness.feed(first, GET % b"whole")
+    assert first.parser is RESTING  # given back: between requests a connection holds none
+    head = GET % b"split"
+    harness.feed(first, head[:20])
+    assert first.parser is not RESTING  # part of a head: this parser is the connection's now
+    harness.feed(second, GET % b"other")  # meanwhile another connection reads with another one
+    assert second.parser is RESTING and second_transport.take().endswith(b"/other")
+    harness.feed(first, head[20:])
+    assert first.parser is RESTING
+    assert first_transport.take().count(b"HTTP/1.1 200 OK") == 2
+
+
+async def read_then_hello(scope: Any, receive: Any, send: Any) -> None:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await hello(scope, receive, send)
+
+
+def test_interleaved_part_read_requests_on_many_connections_are_each_answered() -> None:
+    # Every split of every request, on connections taking turns: whatever parser a read
+    # borrows, each connection gets exactly its own answers, in order.
+    harness = make(read_then_hello)
+    conns = [harness.connect(("10.0.0.9", 50000 + i)) for i in range(4)]
+    requests = [
+        GET % b"g",
+        b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    ]
+    for request in requests:
+        for cut in range(1, len(request)):
+            for i, (conn, _) in enumerate(conns):
+                harness.feed(conn, request[: (cut + i) % len(request) or cut])
+            for i, (conn, _) in enumerate(conns):
+                harness.feed(conn, request[(cut + i) % len(request) or cut :])
+            for conn, transport in conns:
+                out = transport.take()
+                assert out.startswith(b"HTTP/1.1 200 OK") and out.count(b"HTTP/1.1") == 1, out
+                assert out.endswith(request.split(b" ", 2)[1]), out
+                assert conn.parser is RESTING
+    harness.close()

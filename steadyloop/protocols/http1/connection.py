@@ -30,7 +30,7 @@ from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Callable
 from contextvars import copy_context
 from types import CoroutineType
-from typing import Any
+from typing import Any, Final
 
 from steadyloop.asgi.cycle import ClientDisconnected
 from steadyloop.asgi.scope import ASGI_VERSION, EXTENSIONS, SPEC_VERSION, decode_path, split_target
@@ -98,6 +98,7 @@ class Http1Connection(asyncio.Protocol):
         "scheme",
         "scope_base",
         "server",
+        "spare_parsers",
         "starting",
         "state",
         "transport",
@@ -117,12 +118,10 @@ class Http1Connection(asyncio.Protocol):
         self.concurrency = limits.concurrency
         self.root_path = config.root_path
         self.keep_alive_off = not config.timeouts.keep_alive  # --timeout-keep-alive 0
-        self.parser = RequestParser(
-            limits.max_request_line,
-            limits.max_header_count,
-            limits.max_header_size,
-            limits.max_head_size,
-        )
+        # A parser of its own only while a request is part-read or waiting (see
+        # data_received); between requests, the one that is never fed.
+        self.parser = RESTING
+        self.spare_parsers = state.spare_parsers
         self.cycle: Http1Cycle | None = None
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None
@@ -231,8 +230,14 @@ class Http1Connection(asyncio.Protocol):
         if self.cycle is None and self.head_since is None:
             # A new head starts arriving: it has --timeout-header-read to be complete.
             self.head_since = self.state.now
+        parser = self.parser
+        if parser is RESTING:
+            # Borrowed from the worker for this read, and given back below if it ends at
+            # rest: a connection between requests holds no parser, and with many
+            # connections each read uses the same few parsers, in cache, not one of its own.
+            parser = self.parser = self.spare_parsers.take()
         try:
-            self.parser.feed(data)
+            parser.feed(data)
             self.eager = self.hosts is not None
             self._pump()
             self.eager = False
@@ -249,6 +254,10 @@ class Http1Connection(asyncio.Protocol):
                 self.starting = None
                 cycle.coro.close()
             self._fatal("error while reading a request")
+            return
+        if self.parser is parser and parser.at_rest():
+            self.parser = RESTING
+            self.spare_parsers.give_back(parser)
 
     def _not_http1(self, data: bytes) -> bool:
         """The first bytes of a connection: a TLS ClientHello or the HTTP/2 preface are not
@@ -930,6 +939,11 @@ class Http1Connection(asyncio.Protocol):
 
 # check_armed: the stall check is a call_soon handle (see _stall_check).
 _SOON: object = object()
+# The parser of every connection between requests (see data_received): never fed, so
+# what it says (nothing buffered, no error, not in a head) is always true of it.
+RESTING: Final = RequestParser()
+
+
 # What an app's first step gives back when it returned (see _start_eagerly).
 _RETURNED: object = object()
 
