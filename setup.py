@@ -30,6 +30,7 @@ HOT_MODULES = [
     "steadyloop/asgi/cycle.py",
     "steadyloop/http/parser.py",
     "steadyloop/http/response.py",
+    "steadyloop/protocols/eager.py",
     "steadyloop/protocols/http1/connection.py",
     "steadyloop/protocols/http1/cycle.py",
     "steadyloop/protocols/http2/stream.py",

@@ -15,6 +15,7 @@ HOT_MODULES = (
     "steadyloop.asgi.cycle",
     "steadyloop.http.parser",
     "steadyloop.http.response",
+    "steadyloop.protocols.eager",
     "steadyloop.protocols.http1.connection",
     "steadyloop.protocols.http1.cycle",
     "steadyloop.protocols.http2.stream",

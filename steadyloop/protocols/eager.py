@@ -21,6 +21,11 @@ current task in the first step (anyio cancel scopes, `asyncio.timeout`, task gro
 the same task to the end. A fresh host is made for the next request. The cost of a request
 that awaits is one more loop turn before it continues, and a generator hop per resumption.
 
+Eager start pays where first steps finish; a request that awaits costs more than a
+task of its own would. So each worker watches the outcome: over a housekeeping interval
+(0.5 s), if more first steps awaited than finished, requests get tasks of their own for
+the next few seconds (REST_TICKS), then eager start is tried again (`Hosts.review`).
+
 One difference from a task per request remains: requests answered in their first step
 share the host as their current task, one after another. State an app keys by
 `current_task()` and leaves behind is seen by the next such request; `--no-eager-start`
@@ -32,21 +37,37 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context
-from typing import Any
+from typing import Any, Final
 
 # A request task's name (CPython would format a fresh "Task-N" for each one).
-TASK_NAME = "steadyloop-request"
+TASK_NAME: Final = "steadyloop-request"
+# Housekeeping ticks (of 0.5 s) that requests get tasks of their own for, once more first
+# steps awaited than finished in a tick.
+REST_TICKS: Final = 20
 
 
 class Hosts:
     """One worker's idle host task (see the module's docstring). Loop thread only."""
 
-    __slots__ = ("_adopt", "idle", "loop")
-
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.idle: asyncio.Task[None] | None = None
         self._adopt: asyncio.Future[Coroutine[Any, Any, None]] | None = None
+        self.enabled = True  # False: requests get tasks of their own (see review)
+        self.finished = 0  # first steps that finished, since the last review
+        self.adopted = 0  # first steps that awaited, since the last review
+        self._resting = 0  # reviews left before eager start is tried again
+
+    def review(self) -> None:
+        """Called by the housekeeping timer: turn eager start off for a while when it costs
+        more than it saves (more first steps awaited than finished), then try it again."""
+        if self._resting:
+            self._resting -= 1
+            self.enabled = not self._resting
+        elif self.adopted > self.finished:
+            self.enabled = False
+            self._resting = REST_TICKS
+        self.finished = self.adopted = 0
 
     def new_host(self) -> asyncio.Task[None]:
         """A new idle host, for when there is none (or it was cancelled: a shutdown cancels

@@ -316,6 +316,8 @@ class Server:
         self.descriptors.probe()
         for conn in list(state.connections):
             conn.check_timeouts(now)
+        if state.hosts is not None:
+            state.hosts.review()
 
     # -- stopping --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from steadyloop.observe.inflight import INFLIGHT
+from steadyloop.protocols.eager import REST_TICKS
 from steadyloop.protocols.http1.connection import RESTING
 from tests.protocols.fakes import Harness
 
@@ -611,3 +612,42 @@ def test_interleaved_part_read_requests_on_many_connections_are_each_answered() 
                 assert out.endswith(request.split(b" ", 2)[1]), out
                 assert conn.parser is RESTING
     harness.close()
+
+
+def test_eager_start_rests_while_more_first_steps_await_than_finish() -> None:
+    async def awaits(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(0)
+        await hello(scope, receive, send)
+
+    h = make(awaits)
+    try:
+        hosts = h.state.hosts
+        assert hosts is not None and hosts.enabled
+        conn, transport = h.connect()
+        for path in (b"a", b"b"):
+            h.feed(conn, GET % path)
+        assert (hosts.adopted, hosts.finished) == (2, 0)
+        hosts.review()  # the housekeeping timer's: more awaited than finished
+        assert not hosts.enabled
+        h.feed(conn, GET % b"c")
+        assert hosts.adopted == 0  # a task of its own, no eager step
+        for _ in range(REST_TICKS - 1):
+            hosts.review()
+            assert not hosts.enabled
+        hosts.review()
+        assert hosts.enabled  # tried again
+        h.feed(conn, GET % b"d")
+        assert hosts.adopted == 1
+        assert transport.take().count(b"HTTP/1.1 200 OK") == 4
+    finally:
+        h.close()
+
+
+def test_eager_start_stays_on_while_most_first_steps_finish(harness: Harness) -> None:
+    hosts = harness.state.hosts
+    assert hosts is not None
+    conn, _transport = harness.connect()
+    harness.feed(conn, GET % b"a")
+    assert (hosts.adopted, hosts.finished) == (0, 1)
+    hosts.review()
+    assert hosts.enabled and (hosts.adopted, hosts.finished) == (0, 0)

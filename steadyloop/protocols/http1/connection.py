@@ -238,7 +238,8 @@ class Http1Connection(asyncio.Protocol):
             parser = self.parser = self.spare_parsers.take()
         try:
             parser.feed(data)
-            self.eager = self.hosts is not None
+            hosts = self.hosts
+            self.eager = hosts is not None and hosts.enabled
             self._pump()
             self.eager = False
             cycle = self.starting
@@ -493,11 +494,13 @@ class Http1Connection(asyncio.Protocol):
         _leave_task(loop, host)
         if yielded is not _RETURNED:
             # It awaits: the host carries on with it, as this request's task.
+            hosts.adopted += 1
             cycle.coro = Resumed(coro, yielded, context)
             self.state.tasks += 1
             cycle.task = hosts.adopt(self._run_app(cycle))
             return
         del INFLIGHT[host]
+        hosts.finished += 1
         cycle.coro = None
         if not cycle.response_complete:
             self._app_returned_early(cycle)
@@ -524,7 +527,7 @@ class Http1Connection(asyncio.Protocol):
         coro = cycle.coro
         cycle.coro = None  # started: a cancellation now reaches the except clause
         try:
-            await coro  # type: ignore[misc]
+            await coro
         except BaseException:
             self._end_by_callback(cycle)
             raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from steadyloop.asgi.cycle import ClientDisconnected, RequestCycle
@@ -26,7 +26,6 @@ from steadyloop.http.writers import (
     LengthWriter,
     writer_for,
 )
-from steadyloop.protocols.eager import Resumed
 from steadyloop.protocols.http1.sendfile import SENDFILE_CHUNK, SendfileJob
 
 logger = logging.getLogger("steadyloop.error")
@@ -62,8 +61,10 @@ class Http1Cycle(RequestCycle[Http1Owner]):
     writer: BodyWriter = NO_BODY  # the framing, once the head is out
     sendfile_job: SendfileJob | None = None  # set while a pathsend is on a pool thread
     task: asyncio.Task[None] | None = None  # the app's task, once it runs
-    # The app's coroutine, until its task's first step (Http1Connection._run_app) takes it.
-    coro: Coroutine[Any, Any, None] | Resumed | None = None
+    # The app's coroutine (or, once its first step ran eagerly and awaited, the eager.Resumed
+    # that carries it on), until its task's first step (Http1Connection._run_app) takes it.
+    # Typed Any: mypyc leaves a class-level default unset on a union with a compiled class.
+    coro: Any = None
     # The task ends through Http1Connection._task_done rather than at the end of _run_app.
     ends_by_callback = False
     # Called once the client is gone, for an app that serves the request without a task of
