@@ -41,6 +41,8 @@ from typing import Any, Final
 
 # A request task's name (CPython would format a fresh "Task-N" for each one).
 TASK_NAME: Final = "steadyloop-request"
+# What a host is given to run: the request's runner, and the request.
+_Adoption = tuple[Callable[[Any], Coroutine[Any, Any, None]], Any]
 # Housekeeping ticks (of 0.5 s) that requests get tasks of their own for, once more first
 # steps awaited than finished in a tick.
 REST_TICKS: Final = 20
@@ -52,7 +54,7 @@ class Hosts:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.idle: asyncio.Task[None] | None = None
-        self._adopt: asyncio.Future[Coroutine[Any, Any, None]] | None = None
+        self._adopt: asyncio.Future[_Adoption] | None = None
         self.enabled = True  # False: requests get tasks of their own (see review)
         self.finished = 0  # first steps that finished, since the last review
         self.adopted = 0  # first steps that awaited, since the last review
@@ -72,31 +74,26 @@ class Hosts:
     def new_host(self) -> asyncio.Task[None]:
         """A new idle host, for when there is none (or it was cancelled: a shutdown cancels
         every pending task). Callers use `idle` while it is not done."""
-        adopt: asyncio.Future[Coroutine[Any, Any, None]] = self.loop.create_future()
+        adopt: asyncio.Future[_Adoption] = self.loop.create_future()
         self._adopt = adopt
         idle = self.idle = asyncio.Task(_host(adopt), loop=self.loop, name=TASK_NAME)
         return idle
 
-    def adopt(self, runner: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """The idle host becomes the task that runs `runner` (which carries on the request
-        whose first step just awaited); the next request's step gets a new host."""
+    def adopt(self, run: Callable[[Any], Coroutine[Any, Any, None]], request: Any) -> asyncio.Task[None]:
+        """The idle host becomes the task that runs `run(request)` (which carries on the
+        request whose first step just awaited); the next request's step gets a new host.
+        The coroutine is made by the host when it runs: a host cancelled before that (a
+        shutdown) leaves no coroutine never awaited behind."""
         host, adopt = self.idle, self._adopt
         assert host is not None and adopt is not None
         self.idle = self._adopt = None
-        adopt.set_result(runner)
+        adopt.set_result((run, request))
         return host
 
 
-async def _host(adopt: asyncio.Future[Coroutine[Any, Any, None]]) -> None:
-    try:
-        runner = await adopt
-    except BaseException:
-        # Cancelled: idle (a shutdown), or adopted but cancelled before this step ran (the
-        # request's coroutines are closed by whoever cancelled it; close ours too).
-        if adopt.done() and not adopt.cancelled():
-            adopt.result().close()
-        raise
-    await runner
+async def _host(adopt: asyncio.Future[_Adoption]) -> None:
+    run, request = await adopt
+    await run(request)
 
 
 class Resumed:

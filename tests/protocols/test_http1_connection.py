@@ -651,3 +651,20 @@ def test_eager_start_stays_on_while_most_first_steps_finish(harness: Harness) ->
     assert (hosts.adopted, hosts.finished) == (0, 1)
     hosts.review()
     assert hosts.enabled and (hosts.adopted, hosts.finished) == (0, 0)
+
+
+def test_a_host_cancelled_before_it_runs_its_request_leaves_no_coroutine_behind(
+    recwarn: pytest.WarningsRecorder,
+) -> None:
+    async def awaits(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(0)
+        await hello(scope, receive, send)
+
+    h = make(awaits)
+    conn, _transport = h.connect()
+    h.receive(conn, GET % b"a")  # adopted; the host has not run yet
+    assert h.state.tasks == 1
+    h.close()  # cancels every task, as a worker's shutdown does
+    assert h.state.tasks == 0 and not INFLIGHT
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]

@@ -497,7 +497,10 @@ class Http1Connection(asyncio.Protocol):
             hosts.adopted += 1
             cycle.coro = Resumed(coro, yielded, context)
             self.state.tasks += 1
-            cycle.task = hosts.adopt(self._run_app(cycle))
+            cycle.task = hosts.adopt(self._run_app, cycle)
+            # It ends through _task_done: a host cancelled before it runs (a shutdown)
+            # never enters _run_app, and must still be accounted for.
+            self._end_by_callback(cycle)
             return
         del INFLIGHT[host]
         hosts.finished += 1
