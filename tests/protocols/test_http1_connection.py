@@ -275,16 +275,23 @@ def test_a_task_cancelled_before_its_first_step_is_accounted_for(recwarn: pytest
     try:
         conn, transport = h.connect()
         conn.data_received(GET % b"a")  # the task exists; its first step has not run
-        [(task, cycle)] = INFLIGHT.items()
-        conn.cancel_task(cycle)  # type: ignore[arg-type]
-        h.settle()
-        assert task.cancelled() and started == []
-        assert h.state.tasks == 0 and not INFLIGHT
-        assert transport.take().startswith(b"HTTP/1.1 500 ")
-        gc.collect()
-        assert not [w for w in recwarn if "never awaited" in str(w.message)]
+        cancel_the_request(h, conn, transport, recwarn)
+        assert started == []
     finally:
         h.close()
+
+
+def cancel_the_request(h: Harness, conn: Any, transport: Any, recwarn: pytest.WarningsRecorder) -> None:
+    """Cancel the one request in flight, as the server gives up on it: it is accounted for,
+    answered with a 500, and leaves no coroutine never awaited."""
+    [(task, cycle)] = INFLIGHT.items()
+    conn.cancel_task(cycle)
+    h.settle()
+    assert task.cancelled()
+    assert h.state.tasks == 0 and not INFLIGHT
+    assert transport.take().startswith(b"HTTP/1.1 500 ")
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
 
 
 def test_a_request_cancelled_after_its_eager_first_step_awaited_is_accounted_for(
@@ -302,15 +309,9 @@ def test_a_request_cancelled_after_its_eager_first_step_awaited_is_accounted_for
     try:
         conn, transport = h.connect()
         h.receive(conn, GET % b"a")  # the first step ran inline and awaited: a host adopted it
-        [(task, cycle)] = INFLIGHT.items()
         assert steps == ["first"] and h.state.tasks == 1
-        conn.cancel_task(cycle)  # type: ignore[arg-type]
-        h.settle()
-        assert task.cancelled() and steps == ["first"]
-        assert h.state.tasks == 0 and not INFLIGHT
-        assert transport.take().startswith(b"HTTP/1.1 500 ")
-        gc.collect()
-        assert not [w for w in recwarn if "never awaited" in str(w.message)]
+        cancel_the_request(h, conn, transport, recwarn)
+        assert steps == ["first"]
     finally:
         h.close()
 
