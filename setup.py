@@ -8,7 +8,8 @@ pure-Python package, with a warning saying why. See docs/design.md, "The compile
 
     pip install .                          compiled where a C compiler is found, else pure
     STEADYLOOP_PURE_PYTHON=1 pip install . pure Python, nothing compiled
-    pip install -e .                       pure Python (edit and run, no rebuild)
+    pip install -e .                       pure Python (edit and run, no rebuild; removes
+                                           the .so files an in-place build left)
     STEADYLOOP_COMPILE=1 pip install -e .  compiled in place (rebuild after each edit)
 
 Everything else about the package (metadata, dependencies, data files) is in pyproject.toml.
@@ -16,6 +17,7 @@ Everything else about the package (metadata, dependencies, data files) is in pyp
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 from typing import Any
@@ -85,6 +87,21 @@ class OptionalBuildExt(build_ext):
         self.distribution.ext_modules = []
 
 
+def _drop_inplace_extensions() -> None:
+    """An editable install that does not compile (pure by choice, or compiling failed)
+    removes compiled modules an earlier `STEADYLOOP_COMPILE=1 pip install -e .` left in the
+    tree: Python imports a .so before the .py beside it, so they would run stale code in
+    place of the edited sources."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    stems = [os.path.join(here, module.removesuffix(".py")) for module in HOT_MODULES]
+    stale = [path for stem in stems for path in glob.glob(stem + ".*.so")]
+    stale += glob.glob(os.path.join(here, "steadyloop__mypyc.*.so"))
+    for path in stale:
+        os.remove(path)
+    if stale:
+        _warn(f"removed {len(stale)} compiled module(s) left in the tree by an earlier in-place build")
+
+
 def _metadata_only() -> bool:
     # pip asks for the build requirements and the metadata before it builds; those steps
     # need no compiling, and mypyc's type check takes seconds each time.
@@ -95,6 +112,13 @@ def _metadata_only() -> bool:
 def _extensions() -> list[Any]:
     if _metadata_only():
         return []
+    extensions = _compiled_extensions()
+    if _editable() and not extensions:
+        _drop_inplace_extensions()
+    return extensions
+
+
+def _compiled_extensions() -> list[Any]:
     if _flag("STEADYLOOP_PURE_PYTHON"):
         _warn("STEADYLOOP_PURE_PYTHON is set: building pure Python")
         return []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
@@ -70,3 +71,36 @@ def test_the_module_list_is_the_one_setup_compiles() -> None:
         and any(isinstance(target, ast.Name) and target.id == "HOT_MODULES" for target in node.targets)
     )
     assert [p.removesuffix(".py").replace("/", ".") for p in paths] == list(build.HOT_MODULES)
+
+
+def test_an_editable_install_that_does_not_compile_removes_compiled_modules_left_in_the_tree(
+    tmp_path: Path,
+) -> None:
+    # A .so left by an earlier STEADYLOOP_COMPILE=1 in-place build is imported before the
+    # .py beside it: a pure editable install must not leave it there to run stale code.
+    if not Path(ROOT, "steadyloop").is_dir():
+        pytest.skip("no sources beside the tests (the run against an installed, compiled build)")
+    source = tmp_path / "source"
+    shutil.copytree(
+        Path(ROOT, "steadyloop"), source / "steadyloop", ignore=shutil.ignore_patterns("__pycache__", "*.so")
+    )
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(Path(ROOT, name), source / name)
+    suffix = EXTENSION_SUFFIXES[0]
+    stale = [source / "steadyloop" / "http" / f"parser{suffix}", source / f"steadyloop__mypyc{suffix}"]
+    kept = source / "steadyloop" / "observe" / f"unrelated{suffix}"  # not a module the build compiles
+    for path in [*stale, kept]:
+        path.write_bytes(b"")
+    env = {k: v for k, v in os.environ.items() if k not in ("STEADYLOOP_COMPILE", "STEADYLOOP_PURE_PYTHON")}
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "-e", str(source)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [path for path in stale if path.exists()] == []
+    assert kept.exists()
