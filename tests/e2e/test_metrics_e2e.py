@@ -81,9 +81,7 @@ def test_families_and_values_after_known_traffic_with_two_workers() -> None:
         assert "steadyloop_loop_blocks_total{" in response.text
 
         status = httpx.get(server.metrics_url + "/status.json").json()
-        blocks = [
-            b for w in status["workers"] for b in w["recent_blocks"] if b.get("path") == "/block"
-        ]
+        blocks = [b for w in status["workers"] for b in w["recent_blocks"] if b.get("path") == "/block"]
         assert [b["location"] for b in blocks] == [BLOCK_LOCATION]
         # Its sampled stack, whether or not the rate limit let its log report through.
         assert f"{BLOCK_LOCATION} in hold_the_loop" in blocks[0]["stacks"][0]["frames"]
@@ -251,15 +249,10 @@ def test_scraping_under_load_leaves_the_apps_latency_alone() -> None:
 
 
 def test_recycled_and_stuck_workers_are_counted_by_reason() -> None:
-    # --max-requests: the recycled worker's last counts are published on its way out.
+    # The stuck loop first, while both workers are ready: a request that lands on a worker
+    # still booting or already recycling (--max-requests) is not watched for a stuck loop
+    # (--worker-timeout applies to ready workers), so it must not come after the recycling.
     with metrics_server("--max-requests", "5", "--worker-timeout", "2") as server:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            for _ in range(12):
-                client.get("/", headers={"connection": "close"})
-        wait_until(
-            lambda: server.total("steadyloop_worker_restarts_total", reason="max_requests") >= 1, timeout=20
-        )
-        wait_until(lambda: server.total("steadyloop_requests_total") == 12, timeout=15)
         # A loop stuck past --worker-timeout: killed after a stack dump, counted as stuck_loop.
         cut_off: list[Exception] = []
 
@@ -276,5 +269,14 @@ def test_recycled_and_stuck_workers_are_counted_by_reason() -> None:
         )
         stuck.join(timeout=30)
         assert cut_off
+        wait_until(lambda: server.total("steadyloop_workers") == 2, timeout=20)
+        # --max-requests: the recycled worker's last counts are published on its way out.
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for _ in range(12):
+                client.get("/", headers={"connection": "close"})
+        wait_until(
+            lambda: server.total("steadyloop_worker_restarts_total", reason="max_requests") >= 1, timeout=20
+        )
+        wait_until(lambda: server.total("steadyloop_requests_total") == 12, timeout=15)
         assert server.total("steadyloop_worker_restarts_total", reason="crashed") == 0
-        assert server.total("steadyloop_requests_total") == 12
+        assert server.total("steadyloop_worker_restarts_total", reason="stuck_loop") == 1
