@@ -18,8 +18,8 @@ finishes leaves the host idle for the next request's step. A step that awaits (i
 coroutine yields a future) makes the host that request's task: the host carries on
 driving the same coroutine, in the same context, so everything that saw the host as the
 current task in the first step (anyio cancel scopes, `asyncio.timeout`, task groups) sees
-the same task to the end. A fresh host is made for the next request. The cost of a request
-that awaits is one more loop turn before it continues, and a generator hop per resumption.
+the same task to the end. A fresh host is made for the next request. A request that
+awaits pays for the inline attempt, the adoption, and a generator hop per resumption.
 
 Eager start pays where first steps finish; a request that awaits costs more than a
 task of its own would. So each worker watches the outcome: over a housekeeping interval

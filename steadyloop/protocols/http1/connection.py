@@ -486,8 +486,8 @@ class Http1Connection(asyncio.Protocol):
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 raise
             if not isinstance(exc, asyncio.CancelledError):
-                self._app_failed(cycle, exc)
-            elif not cycle.response_complete:
+                self._app_ended(cycle, exc)
+            elif not cycle.response_complete:  # as _task_done takes a cancelled task
                 self._app_failed(cycle, None)
             self._eager_done()
             return
@@ -505,8 +505,7 @@ class Http1Connection(asyncio.Protocol):
         del INFLIGHT[host]
         hosts.finished += 1
         cycle.coro = None
-        if not cycle.response_complete:
-            self._app_returned_early(cycle)
+        self._app_ended(cycle, None)
         self._eager_done()
 
     def _eager_done(self) -> None:
